@@ -1,0 +1,3 @@
+from textonly.cli import main
+
+raise SystemExit(main())

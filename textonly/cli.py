@@ -1,0 +1,108 @@
+"""Command line: ``python -m textonly VERB ...`` (``--help`` lists the verbs).
+
+Errors the user can act on (a malformed dataset, an unreachable hub) print one line
+starting with ``error:`` and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from textonly.errors import TextonlyError
+
+
+def _worlds_build(args: argparse.Namespace) -> int:
+    from textonly.worlds.build import build_world
+    from textonly.worlds.vocab import WORLDS
+
+    names = list(WORLDS) if args.world == "all" else [args.world]
+    for name in names:
+        start = time.perf_counter()
+        path = build_world(name, args.out, seed=args.seed, image_size=args.image_size,
+                           workers=args.workers, force=args.force)
+        print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from textonly.config import resolve_dataset_path
+    from textonly.data import format_report, load_dataset
+
+    dataset = load_dataset(resolve_dataset_path(args.path), num_options=args.options or None,
+                           drop_missing_images=not args.strict, strict_ids=args.strict, progress=True)
+    print(format_report(dataset))
+    return 0
+
+
+def _data_from_folder(args: argparse.Namespace) -> int:
+    from textonly.config import resolve_dataset_path
+    from textonly.data import format_report, load_dataset
+    from textonly.sources import from_folder
+
+    out = from_folder(resolve_dataset_path(args.dir), args.out, seed=args.seed, question=args.question,
+                      category=args.category)
+    print(format_report(load_dataset(out)))
+    return 0
+
+
+def _data_from_hub(args: argparse.Namespace) -> int:
+    from textonly.data import format_report, load_dataset
+    from textonly.sources import from_hub
+
+    out = from_hub(args.name, args.out, split=args.split, timeout=args.timeout)
+    print(format_report(load_dataset(out)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m textonly", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    worlds = verbs.add_parser("worlds", help="the synthetic worlds (wings, heritage)")
+    wverbs = worlds.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = wverbs.add_parser("build", help="generate the worlds: images, study splits, pretraining material")
+    build.add_argument("--out", type=Path, required=True, help="folder to write <world>/ into")
+    build.add_argument("--world", default="all", choices=["all", "wings", "heritage"])
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    build.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the same build is there")
+    build.set_defaults(func=_worlds_build)
+
+    data = verbs.add_parser("data", help="datasets in the study's layout (annotations.jsonl + images/)")
+    dverbs = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = dverbs.add_parser("check", help="validate a dataset and print counts per question_type and category")
+    check.add_argument("path", help="dataset folder, or a name under the data root (e.g. k-viscuit)")
+    check.add_argument("--options", type=int, default=4, help="options per question (0: any number)")
+    check.add_argument("--strict", action="store_true", help="a missing image or any reused id_ is an error")
+    check.set_defaults(func=_data_check)
+    folder = dverbs.add_parser("from-folder", help="class-per-folder images -> Type 1 four-option questions")
+    folder.add_argument("dir", help="folder with one sub-folder of images per class")
+    folder.add_argument("--out", type=Path, required=True)
+    folder.add_argument("--seed", type=int, default=0)
+    folder.add_argument("--question", default="Which species is shown in the image?")
+    folder.add_argument("--category", default=None,
+                        help="category of every question (default: the class label itself)")
+    folder.set_defaults(func=_data_from_folder)
+    hub = dverbs.add_parser("from-hub", help="download a paper dataset from the Hugging Face hub (needs network)")
+    hub.add_argument("name", help="ddehun/k-viscuit or Dasool/butterflies_and_moths_vqa")
+    hub.add_argument("--out", type=Path, required=True)
+    hub.add_argument("--split", default="test")
+    hub.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the hub")
+    hub.set_defaults(func=_data_from_hub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TextonlyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was left looking finished", file=sys.stderr)
+        return 130
