@@ -133,13 +133,12 @@ def _check_record(record: object, where: str, num_options: int | None) -> dict:
 
 
 def safe_image_file(root: Path, image_path: str, where: str) -> Path:
-    """The image file that ``image_path`` names, refusing any path that leaves the dataset folder."""
+    """The image file that ``image_path`` names, refusing any path (or symlink) that leaves ``images/``."""
     if os.path.isabs(image_path) or Path(image_path).drive:
         raise DatasetError(f"{where}: image_path {image_path!r} is absolute; it must be relative to {IMAGES}/")
     candidate = (root / IMAGES / image_path).resolve()
-    inside = root.resolve()
-    if candidate != inside and inside not in candidate.parents:
-        raise DatasetError(f"{where}: image_path {image_path!r} escapes the dataset folder; refused")
+    if (root / IMAGES).resolve() not in candidate.parents:
+        raise DatasetError(f"{where}: image_path {image_path!r} escapes the dataset folder's {IMAGES}/; refused")
     return candidate
 
 
@@ -238,7 +237,7 @@ def write_dataset(
     root = Path(root)
     with atomic_directory(root) as tmp:
         (tmp / IMAGES).mkdir()
-        for name, data in (images or {}).items():
+        for name, data in (images if images is not None else {}).items():
             target = tmp / IMAGES / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)

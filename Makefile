@@ -1,0 +1,36 @@
+# The study's entry points. `make book` and `make test` are the README's two commands;
+# both create (or reuse) the virtual environment in $(VENV) first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here (a CPU build); a CUDA user installs the CUDA build of the same
+# version first, or passes CONSTRAINTS=their-file (see the README).
+CONSTRAINTS ?= constraints.txt
+DATA ?= data
+PYTEST_ARGS ?=
+
+.PHONY: venv worlds book test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e .
+	touch $@
+
+worlds: venv
+	$(PY) -m textonly worlds build --out $(DATA)/worlds
+
+book: worlds
+	$(VENV)/bin/jupyter-book build . --quiet
+	@echo "book: $(CURDIR)/_build/html/index.html"
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) benchmarks/worlds.py
+
+clean:
+	rm -rf _build $(DATA)/worlds

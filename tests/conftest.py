@@ -1,0 +1,58 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from textonly.config import data_root
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+
+
+@pytest.fixture(scope="session")
+def worlds(tmp_path_factory) -> Path:
+    """Both worlds at the default settings, built once for the session."""
+    from textonly.worlds.build import build_world
+
+    out = tmp_path_factory.mktemp("worlds")
+    for name in ("wings", "heritage"):
+        build_world(name, out, seed=0, progress=False)
+    return out
+
+
+def write_image(path: Path, size=(8, 8), colour=(200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def good_record(i: int = 0, **changes) -> dict:
+    record = {"question": f"Which one is shown ({i})?", "options": ["a", "b", "c", "d"], "answer": i % 4,
+              "category": "Food", "id_": f"q{i}", "question_type": 1, "image_path": f"{i}.png"}
+    record.update(changes)
+    return record
+
+
+def make_dataset(root: Path, records: list, *, images: bool = True) -> Path:
+    """A dataset folder with the given records (dicts, or raw lines as str/bytes)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for r in records:
+        if isinstance(r, dict):
+            lines.append(json.dumps(r).encode())
+            if images and r.get("image_path") and "/" not in r["image_path"] and not r["image_path"].startswith("."):
+                write_image(root / "images" / r["image_path"])
+        else:
+            lines.append(r if isinstance(r, bytes) else r.encode())
+    (root / "annotations.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return root
+
+
+def shared_dataset(name: str) -> Path:
+    path = data_root() / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name!r} not found under the data root {data_root()} "
+                    "(set TEXTONLY_DATA_ROOT to the folder that holds it)")
+    return path
