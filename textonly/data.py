@@ -62,13 +62,25 @@ class Dataset:
 
     def counts(self) -> dict[str, dict]:
         """Counts of usable questions per ``question_type`` and per ``category``."""
-        return {
-            "question_type": dict(sorted(Counter(r["question_type"] for r in self.records).items())),
-            "category": dict(sorted(Counter(r["category"] for r in self.records).items())),
-        }
+        return count_questions(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def count_questions(records: Iterable[dict]) -> dict[str, dict]:
+    """Counts of questions per ``question_type`` and per ``category``."""
+    records = list(records)
+    return {
+        "question_type": dict(sorted(Counter(r["question_type"] for r in records).items())),
+        "category": dict(sorted(Counter(r["category"] for r in records).items())),
+    }
+
+
+def balanced_positions(n: int, rng, k: int = NUM_OPTIONS) -> list[int]:
+    """``n`` answer positions in ``0..k-1``, each used equally often (up to one), in random order."""
+    positions = (list(range(k)) * (n // k + 1))[:n]
+    return [positions[i] for i in rng.permutation(n)]
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from textonly.data import check_image, counts_table, write_dataset
+from textonly.data import balanced_positions, check_image, count_questions, counts_table, write_dataset
 from textonly.errors import DatasetError, HubUnreachableError, TextonlyError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -29,11 +29,6 @@ HUB_DATASETS = ("ddehun/k-viscuit", "Dasool/butterflies_and_moths_vqa")
 
 def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower() or "class"
-
-
-def _balanced(n: int, rng: np.random.Generator, k: int = 4) -> list[int]:
-    positions = (list(range(k)) * (n // k + 1))[:n]
-    return [positions[i] for i in rng.permutation(n)]
 
 
 def from_folder(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
@@ -57,7 +52,7 @@ def from_folder(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int 
         raise DatasetError(f"{folder}: two class folders map to the same name once made path-safe")
     rng = np.random.default_rng(seed)
     items = [(label, path) for label in labels for path in classes[label]]
-    positions = _balanced(len(items), rng, num_options)
+    positions = balanced_positions(len(items), rng, num_options)
     records, images = [], {}
     for (label, path), pos in tqdm(list(zip(items, positions)), desc=f"reading {folder.name}", unit="img"):
         check_image(path, str(path))
@@ -69,14 +64,11 @@ def from_folder(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int 
         records.append({"question": question, "options": options, "answer": pos,
                         "category": category or label, "id_": f"{slugs[label]}.{path.stem}",
                         "question_type": 1, "image_path": rel, "subject": label})
-    from collections import Counter
-
     card = (f"# {folder.name} (from a class-per-folder collection)\n\n"
             f"Made by `python -m textonly data from-folder {folder} --seed {seed}`: one Type 1 question per image, "
             f"{num_options} options (the true label and random other labels), answer positions balanced. "
             f"Source images are copied unchanged; they keep their own licence.\n\n"
-            + counts_table({"question_type": {1: len(records)},
-                            "category": dict(sorted(Counter(r["category"] for r in records).items()))}))
+            + counts_table(count_questions(records)))
     return write_dataset(out, records, card=card, images=images)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from textonly import __version__
-from textonly.data import ANNOTATIONS, IMAGES, counts_table
+from textonly.data import ANNOTATIONS, IMAGES, balanced_positions, count_questions, counts_table
 from textonly.errors import TextonlyError
 from textonly.fileio import atomic_directory, dumps_json, dumps_jsonl
 from textonly.worlds import text
@@ -155,11 +154,6 @@ def make_species(world: World, sizes: Sizes, seed: int) -> list[dict]:
     return species
 
 
-def _balanced_answers(n: int, rng: np.random.Generator, k: int = 4) -> list[int]:
-    positions = (list(range(k)) * math.ceil(n / k))[:n]
-    return [positions[i] for i in rng.permutation(n)]
-
-
 def _options(answer_text: str, near: list[str], far: list[str], answer_pos: int, rng: np.random.Generator,
              n_near: int = 2) -> tuple[list[str], int]:
     """Four options: the answer at ``answer_pos``, distractors mostly from ``near`` (the look-alikes)."""
@@ -224,7 +218,7 @@ def _study_splits(world: World, sizes: Sizes, species: list[dict], seed: int, wr
 
     # train: one image per target, a Type 1 question
     train = []
-    positions = _balanced_answers(len(targets), rng)
+    positions = balanced_positions(len(targets), rng)
     for i, subject in enumerate(targets):
         image = writer.image("train", f"train-{i:04d}.png", subject["attributes"])
         desc = text.descriptions(world, subject, _rng(seed, world.name, "train-desc", i))
@@ -238,8 +232,8 @@ def _study_splits(world: World, sizes: Sizes, species: list[dict], seed: int, wr
         per_image[i] += 1
     if max(per_image) > len(world.facts):
         raise TextonlyError(f"{world.name}: more Type 2 questions per image than facts")
-    pos1 = _balanced_answers(len(images), rng)
-    pos2 = iter(_balanced_answers(n_type2, rng))
+    pos1 = balanced_positions(len(images), rng)
+    pos2 = iter(balanced_positions(n_type2, rng))
     test = []
     for k, (subject, j) in enumerate(images):
         image = writer.image("test", f"test-{k:04d}.png", subject["attributes"])
@@ -292,7 +286,7 @@ def _pretraining(world: World, sizes: Sizes, species: list[dict], seed: int, wri
 
     captions, questions = [], []
     n_attr = len(individuals) * sizes.attribute_questions_per_image
-    positions = iter(_balanced_answers(n_attr, rng))
+    positions = iter(balanced_positions(n_attr, rng))
     for i, (subject, attrs) in enumerate(individuals):
         image = writer.image("pretrain", f"pretrain-{i:05d}.png", attrs)
         name = subject["name"] if subject else None
@@ -303,7 +297,7 @@ def _pretraining(world: World, sizes: Sizes, species: list[dict], seed: int, wri
         for q, a in enumerate(sorted(asked)):
             questions.append(_attribute_question(world, attrs, world.attributes[a].name, next(positions),
                                                  f"attr.{i:05d}.{q}", image, rng))
-    knowledge_positions = iter(_balanced_answers(len(pretrain_species) * len(world.facts), rng))
+    knowledge_positions = iter(balanced_positions(len(pretrain_species) * len(world.facts), rng))
     for i, subject in enumerate(pretrain_species):
         for f, fact in enumerate(world.facts):
             questions.append(_knowledge_question(world, subject, fact, 0, next(knowledge_positions),
@@ -324,22 +318,16 @@ def _pretraining(world: World, sizes: Sizes, species: list[dict], seed: int, wri
     # held-out evaluation: new generic individuals, every attribute asked; knowledge reworded
     evaluation = []
     eval_individuals = generic(sizes.eval_generic_images, "eval-generic")
-    epos = iter(_balanced_answers(len(eval_individuals) * len(world.attributes), rng))
+    epos = iter(balanced_positions(len(eval_individuals) * len(world.attributes), rng))
     for i, attrs in enumerate(eval_individuals):
         image = writer.image("pretrain_eval", f"eval-{i:04d}.png", attrs)
         for q, attr in enumerate(world.attributes):
             evaluation.append(_attribute_question(world, attrs, attr.name, next(epos), f"attr.{i:04d}.{q}", image, rng))
-    kpos = iter(_balanced_answers(len(pretrain_species) * len(world.facts), rng))
+    kpos = iter(balanced_positions(len(pretrain_species) * len(world.facts), rng))
     for i, subject in enumerate(pretrain_species):
         for f, fact in enumerate(world.facts):
             evaluation.append(_knowledge_question(world, subject, fact, 1, next(kpos), f"know.{i:04d}.{f}", rng))
     return captions, questions, world_text, evaluation
-
-
-def _count(records: list[dict]) -> dict[str, dict]:
-    from collections import Counter
-    return {"question_type": dict(sorted(Counter(r["question_type"] for r in records).items())),
-            "category": dict(sorted(Counter(r["category"] for r in records).items()))}
 
 
 def _sample_grid(root: Path, records: list[dict], columns: int = 8, rows: int = 4) -> Image.Image:
@@ -391,7 +379,7 @@ def _card(world: World, sizes: Sizes, species: list[dict], splits: dict[str, lis
         lines.append(f"| `{name}/` | {len(records)} | {n_images} | {what[name]} |")
     lines += ["", "Question types: 0 = a visual attribute, 1 = which kind is shown, 2 = a fact about it.", ""]
     for name in ("train", "test"):
-        lines += [f"### `{name}/`", "", counts_table(_count(splits[name]))]
+        lines += [f"### `{name}/`", "", counts_table(count_questions(splits[name]))]
     lines += ["## Descriptions (what `text_only` training puts in place of the image)", "",
               f"For the first training sample (a {example['subject']}):", ""]
     for quality in text.QUALITIES:
@@ -451,7 +439,7 @@ def build_world(name: str, out: str | os.PathLike, *, seed: int = 0, image_size:
             (tmp / split / ANNOTATIONS).write_text(dumps_jsonl(records), encoding="utf-8")
             (tmp / split / "README.md").write_text(
                 f"# `{name}/{split}`\n\nPart of the `{name}` world; see `../README.md`.\n\n"
-                + counts_table(_count(records)), encoding="utf-8")
+                + counts_table(count_questions(records)), encoding="utf-8")
         (tmp / "pretrain" / "captions.jsonl").write_text(dumps_jsonl(captions), encoding="utf-8")
         (tmp / "pretrain" / "text.jsonl").write_text(dumps_jsonl(world_text), encoding="utf-8")
         _sample_grid(tmp, test).save(tmp / "samples.png", format="PNG")
