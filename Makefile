@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints.txt
 DATA ?= data
 PYTEST_ARGS ?=
 
-.PHONY: venv worlds book test bench clean
+.PHONY: venv worlds base book test bench clean
 
 venv: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 worlds: venv
 	$(PY) -m textonly worlds build --out $(DATA)/worlds
 
-book: worlds
+base: worlds
+	$(PY) -m textonly pretrain --size small --worlds $(DATA)/worlds --out $(DATA)/models/base-small-seed0-f1
+
+book: base
 	$(VENV)/bin/jupyter-book build . --quiet
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
@@ -31,6 +34,7 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/worlds.py
+	$(PY) benchmarks/pretrain.py --worlds $(DATA)/worlds
 
 clean:
-	rm -rf _build $(DATA)/worlds
+	rm -rf _build $(DATA)/worlds $(DATA)/models

@@ -97,8 +97,11 @@ def test_target_images_kept_out_of_pretraining(worlds, world):
         assert tuple(sorted(c["attributes"].items())) not in target_looks
     pretrain = _records(worlds, world, "pretrain")
     assert not {r.get("subject") for r in pretrain} & targets
-    assert {r["question_type"] for r in pretrain} == {0, 2}
-    assert all(r["image_path"] is None for r in pretrain if r["question_type"] == 2)
+    assert {r["question_type"] for r in pretrain} == {0, 1, 2}
+    knowledge = [r for r in pretrain if r["id_"].startswith("know.")]
+    assert knowledge and all(r["image_path"] is None for r in knowledge)
+    task = [r for r in pretrain if r["question_type"] in (1, 2) and r["image_path"]]
+    assert len(task) == SIZES[world].images_per_pretrain_species * (len(species) - len(targets))
     lines = [json.loads(line) for line in (worlds / world / "pretrain" / "text.jsonl").open()]
     assert {line["role"] for line in lines} == {"target", "pretrain"}  # tagged for the base model to choose
 

@@ -57,6 +57,32 @@ def _data_from_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from textonly.pretrain import PretrainConfig, pretrain
+
+    steps = None
+    if args.steps:
+        try:
+            steps = tuple(int(x) for x in args.steps.split(","))
+            assert len(steps) == 3 and min(steps) >= 0
+        except (ValueError, AssertionError):
+            raise TextonlyError(f"--steps {args.steps!r}: give three counts, language,alignment,instruction") from None
+    config = PretrainConfig(size=args.size, seed=args.seed, image_start_fraction=args.image_start_fraction,
+                            worlds=str(args.worlds), precision=args.precision, steps=steps)
+    out = args.out or Path("data") / "models" / f"base-{args.size}-seed{args.seed}-f{args.image_start_fraction:g}"
+    path = pretrain(config, out, force=args.force)
+    print(f"base model: {path}")
+    report = path / "report.json"
+    if report.is_file():
+        import json
+
+        for world, parts in json.loads(report.read_text()).items():
+            for part, table in parts.items():
+                o = table["overall"]
+                print(f"  {world:9s} {part:10s} {o['accuracy']:.3f} [{o['low']:.3f}, {o['high']:.3f}] (n={o['n']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textonly", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -71,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count)")
     build.add_argument("--force", action="store_true", help="rebuild even if the same build is there")
     build.set_defaults(func=_worlds_build)
+
+    pre = verbs.add_parser("pretrain", help="pretrain an embedded base VLM (LLaVA architecture) on the worlds")
+    pre.add_argument("--size", default="small", choices=["tiny", "small", "base"])
+    pre.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: data/models/base-...)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--image-start-fraction", type=float, default=1.0,
+                     help="fraction of language pretraining done before images appear (0..1; default 1)")
+    pre.add_argument("--worlds", type=Path, default=Path("data/worlds"), help="where `worlds build` wrote the worlds")
+    pre.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    pre.add_argument("--steps", default=None, help="language,alignment,instruction steps (default: per size)")
+    pre.add_argument("--force", action="store_true", help="retrain even if the same build is there")
+    pre.set_defaults(func=_pretrain)
 
     data = verbs.add_parser("data", help="datasets in the study's layout (annotations.jsonl + images/)")
     dverbs = data.add_subparsers(dest="action", required=True, metavar="ACTION")

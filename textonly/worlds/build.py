@@ -9,8 +9,9 @@
     train/            study training set: one image per target, Type 1 questions
     test/             study test set: new images of the targets, Type 1 + Type 2 questions
     pretrain/         pretraining material (no target image): attribute questions with
-                      images (question_type 0), text knowledge questions about pretraining
-                      species (image_path null), captions.jsonl and text.jsonl
+                      images (question_type 0), which-kind and fact questions on images of
+                      pretraining kinds (1, 2), text knowledge questions about pretraining
+                      kinds (image_path null), captions.jsonl and text.jsonl
     pretrain_eval/    held-out generic individuals (attribute questions) and knowledge
                       questions about pretraining species in a different wording
 
@@ -191,30 +192,42 @@ def _render_job(args: tuple) -> None:
     image.save(Path(root) / rel, format="PNG")
 
 
+class _Questions:
+    """Type 1 and Type 2 questions about a named kind, distractors mostly from its look-alike group."""
+
+    def __init__(self, world: World, species: list[dict], rng: np.random.Generator):
+        self.world, self.species, self.rng = world, species, rng
+        self.by_group: dict[int, list[dict]] = {}
+        for s in species:
+            self.by_group.setdefault(s["group"], []).append(s)
+        self.all_names = [s["name"] for s in species]
+
+    def type1(self, subject: dict, pos: int, qid: str, image: str, desc: dict | None) -> dict:
+        near = [s["name"] for s in self.by_group[subject["group"]]]
+        # the rest from the same category (a dish among dishes), so no option gives itself away
+        same = [s["name"] for s in self.species
+                if s["category"] == subject["category"] and s["group"] != subject["group"]]
+        options, answer = _options(subject["name"], near, same if len(same) >= 3 else self.all_names, pos, self.rng)
+        record = {"question": text.pick(self.rng, self.world.type1_questions), "options": options, "answer": answer,
+                  "category": subject["category"], "id_": qid, "question_type": 1, "image_path": image,
+                  "subject": subject["name"], "asks": "name"}
+        return {**record, "descriptions": desc} if desc else record
+
+    def type2(self, subject: dict, fact_name: str, pos: int, qid: str, image: str, desc: dict | None) -> dict:
+        fact = next(f for f in self.world.facts if f.name == fact_name)
+        near = [s["facts"][fact_name] for s in self.by_group[subject["group"]]]
+        options, answer = _options(subject["facts"][fact_name], near, list(fact.values), pos, self.rng)
+        record = {"question": text.pick(self.rng, fact.questions).format(thing=self.world.thing), "options": options,
+                  "answer": answer, "category": subject["category"], "id_": qid, "question_type": 2,
+                  "image_path": image, "subject": subject["name"], "asks": fact_name}
+        return {**record, "descriptions": desc} if desc else record
+
+
 def _study_splits(world: World, sizes: Sizes, species: list[dict], seed: int, writer: _Writer):
     targets = [s for s in species if s["role"] == "target"]
-    by_group: dict[int, list[dict]] = {}
-    for s in species:
-        by_group.setdefault(s["group"], []).append(s)
-    all_names = [s["name"] for s in species]
-    rng = _rng(seed, world.name, "questions")
-
-    def type1(subject: dict, pos: int, qid: str, image: str, desc: dict) -> dict:
-        near = [s["name"] for s in by_group[subject["group"]]]
-        # the rest from the same category (a dish among dishes), so no option gives itself away
-        same = [s["name"] for s in species if s["category"] == subject["category"] and s["group"] != subject["group"]]
-        options, answer = _options(subject["name"], near, same if len(same) >= 3 else all_names, pos, rng)
-        return {"question": text.pick(rng, world.type1_questions), "options": options, "answer": answer,
-                "category": subject["category"], "id_": qid, "question_type": 1, "image_path": image,
-                "subject": subject["name"], "asks": "name", "descriptions": desc}
-
-    def type2(subject: dict, fact_name: str, pos: int, qid: str, image: str, desc: dict) -> dict:
-        fact = next(f for f in world.facts if f.name == fact_name)
-        near = [s["facts"][fact_name] for s in by_group[subject["group"]]]
-        options, answer = _options(subject["facts"][fact_name], near, list(fact.values), pos, rng)
-        return {"question": text.pick(rng, fact.questions).format(thing=world.thing), "options": options,
-                "answer": answer, "category": subject["category"], "id_": qid, "question_type": 2,
-                "image_path": image, "subject": subject["name"], "asks": fact_name, "descriptions": desc}
+    q = _Questions(world, species, _rng(seed, world.name, "questions"))
+    rng = q.rng
+    type1, type2 = q.type1, q.type2
 
     # train: one image per target, a Type 1 question
     train = []
@@ -297,6 +310,17 @@ def _pretraining(world: World, sizes: Sizes, species: list[dict], seed: int, wri
         for q, a in enumerate(sorted(asked)):
             questions.append(_attribute_question(world, attrs, world.attributes[a].name, next(positions),
                                                  f"attr.{i:05d}.{q}", image, rng))
+    # the study's own task on pretraining kinds (never targets): which kind is shown, a fact about it
+    named = [(i, subject) for i, (subject, _) in enumerate(individuals) if subject is not None]
+    task = _Questions(world, species, _rng(seed, world.name, "pretrain-task"))
+    task_positions = iter(balanced_positions(len(named), rng))
+    for k, (i, subject) in enumerate(named):
+        image = f"pretrain-{i:05d}.png"
+        if k % 2 == 0:
+            questions.append(task.type1(subject, next(task_positions), f"task.{i:05d}", image, None))
+        else:
+            fact = world.facts[(k // 2) % len(world.facts)].name
+            questions.append(task.type2(subject, fact, next(task_positions), f"task.{i:05d}", image, None))
     knowledge_positions = iter(balanced_positions(len(pretrain_species) * len(world.facts), rng))
     for i, subject in enumerate(pretrain_species):
         for f, fact in enumerate(world.facts):
@@ -371,7 +395,8 @@ def _card(world: World, sizes: Sizes, species: list[dict], splits: dict[str, lis
         "train": "one image per target, Type 1 (the study's training samples)",
         "test": "new images of the targets, Type 1 and Type 2",
         "pretrain": "generic individuals and pretraining kinds (no target image): attribute questions "
-                    "(type 0) and text knowledge questions (type 2, no image)",
+                    "(type 0), which-kind and fact questions on pretraining kinds' images (types 1, 2), "
+                    "text knowledge questions (type 2, no image)",
         "pretrain_eval": "held-out generic individuals (every attribute asked) and reworded knowledge questions",
     }
     for name, records in splits.items():
