@@ -10,7 +10,7 @@ from PIL import Image
 
 from textonly import vlm
 from textonly.evaluate import letter_token_ids, score_letters
-from textonly.pretrain import PretrainConfig, SampleMaker, plan_schedule, pretrain
+from textonly.pretrain import PretrainConfig, SampleMaker, conversation, plan_schedule, pretrain
 from textonly.prompts import mcq_messages
 
 CORPUS = ["Which species is the butterfly in the image?", "A. Kotha Velari", "Answer with the option's letter",
@@ -45,6 +45,17 @@ def test_sample_ids_match_the_processor(processor):
     assert ids[: len(expected)] == expected.tolist()
     answer = [i for i, lab in zip(ids, labels) if lab != -100]
     assert processor.tokenizer.decode(answer).strip() == "C</s>"
+
+
+def test_every_answer_of_a_conversation_is_labelled_and_nothing_else(processor):
+    maker = SampleMaker(processor, 4)
+    second = {**RECORD, "id_": "q1", "answer": 0}
+    ids, labels = maker.chat(conversation([RECORD, second], "image"))
+    assert ids.count(processor.tokenizer.image_token_id) == 4  # one image, expanded once
+    answers = processor.tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
+    assert answers.replace(" ", "") == "C</s>K</s>".replace("K", "A")
+    described = processor.tokenizer.decode(maker.chat(conversation([RECORD], "description", "Orange wings."))[0])
+    assert "Description of the image: Orange wings." in described and "<image>" not in described
 
 
 def test_letter_variants_are_single_tokens(processor):

@@ -41,7 +41,7 @@ WORLD_NAMES = ("wings", "heritage")
 CAPTION_PROMPT = "Describe the image."
 
 #: (language, alignment, instruction) steps per size at the default batch size.
-DEFAULT_STEPS = {"tiny": (100, 150, 400), "small": (300, 300, 600), "base": (600, 600, 1200)}
+DEFAULT_STEPS = {"tiny": (100, 150, 120), "small": (300, 300, 200), "base": (600, 600, 400)}
 
 
 @dataclass
@@ -163,14 +163,21 @@ class SampleMaker:
         return out_ids, out_labels
 
     def chat(self, messages: list[dict]) -> tuple[list[int], list[int]]:
-        """Loss on the assistant's turn only."""
-        prompt = self.tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-        full = self.tok.apply_chat_template(messages, tokenize=False)
-        p_ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
-        f_ids = self.tok(full, add_special_tokens=False)["input_ids"]
-        if f_ids[: len(p_ids)] != p_ids:
-            raise TextonlyError("the chat template's prompt is not a prefix of the full conversation")
-        return self._expand(f_ids, [-100] * len(p_ids) + f_ids[len(p_ids):])
+        """Loss on the assistant's turns only (every one of them, in a multi-turn conversation)."""
+        def ids(text: str) -> list[int]:
+            return self.tok(text, add_special_tokens=False)["input_ids"]
+
+        full = ids(self.tok.apply_chat_template(messages, tokenize=False))
+        labels = [-100] * len(full)
+        for j, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            start = ids(self.tok.apply_chat_template(messages[:j], add_generation_prompt=True, tokenize=False))
+            end = ids(self.tok.apply_chat_template(messages[: j + 1], tokenize=False))
+            if full[: len(start)] != start or full[: len(end)] != end:
+                raise TextonlyError("the chat template's prompt is not a prefix of the full conversation")
+            labels[len(start): len(end)] = end[len(start):]
+        return self._expand(full, labels)
 
     def text(self, statement_ids: list[list[int]]) -> tuple[list[int], list[int]]:
         """Packed sentences, loss on every token."""
@@ -179,6 +186,19 @@ class SampleMaker:
             ids += s
         ids.append(self.tok.eos_token_id)
         return ids, list(ids)
+
+
+def conversation(records: list[dict], condition: str, description: str | None = None) -> list[dict]:
+    """A multi-turn chat: the image (or description) with the first question, one answer per turn."""
+    messages = []
+    for i, r in enumerate(records):
+        if i == 0:
+            record = {**r, "descriptions": {"given": description}} if description is not None else r
+            turn = mcq_messages(record, condition, "given", answer=True)
+        else:
+            turn = mcq_messages(r, "no_image", answer=True)
+        messages += turn
+    return messages
 
 
 def _pixel_values(processor, files: dict[str, Path], keys: list[str], progress: bool) -> torch.Tensor:
@@ -272,17 +292,20 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     captions = [(*maker.chat([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]},
                               {"role": "assistant", "content": [{"type": "text", "text": c}]}]), index[k])
                 for k, c in material.captions]
-    mcqs = [(*maker.chat(mcq_messages(r, "image", answer=True)), index[k] if k else None)
-            for k, r in material.questions]
-    # knowledge questions are few; give them a fixed share of the instruction batches
-    knowledge = [m for m, (k, r) in zip(mcqs, material.questions) if k is None]
-    visual = [m for m, (k, r) in zip(mcqs, material.questions) if k is not None]
-    # the same questions with the image's caption in its place: reading a description and
-    # answering (a language model's skill) teaches the answer format without image tokens
+    # instruction samples are conversations, as in LLaVA's instruction data: all questions
+    # about one image (or one kind, in text) in turns, the image encoded once, every answer
+    # in the loss. A lone question gives one answer token per hundred-odd tokens.
+    by_image: dict[str, list[dict]] = {}
+    by_subject: dict[str, list[dict]] = {}
+    for k, r in material.questions:
+        (by_image.setdefault(k, []) if k else by_subject.setdefault(r["subject"], [])).append(r)
     caption_of = dict(material.captions)
-    described = [(*maker.chat(mcq_messages({**r, "descriptions": {"caption": caption_of[k]}}, "description",
-                                           "caption", answer=True)), None)
-                 for k, r in material.questions if k in caption_of]
+    visual = [(*maker.chat(conversation(rs, "image")), index[k]) for k, rs in by_image.items()]
+    knowledge = [(*maker.chat(conversation(rs, "no_image")), None) for rs in by_subject.values()]
+    # the same conversations with the image's caption in its place: reading a description
+    # and answering (a language model's skill) teaches the answer format cheaply
+    described = [(*maker.chat(conversation(rs, "description", caption_of[k])), None)
+                 for k, rs in by_image.items() if k in caption_of]
 
     def text_sample():
         picks = rng.choice(len(statement_ids), size=config.statements_per_sample, replace=False)

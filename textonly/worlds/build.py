@@ -60,11 +60,11 @@ class Sizes:
 SIZES = {
     # BUTTERFLY: 100 training samples; 400 test questions = 200 Type 1 + 200 Type 2.
     "wings": Sizes(groups=30, group_size=5, targets=100, test_images_per_target=2, type2_questions=200,
-                   generic_images=2400, images_per_pretrain_species=16, attribute_questions_per_image=2,
+                   generic_images=2400, images_per_pretrain_species=16, attribute_questions_per_image=6,
                    eval_generic_images=300),
     # K-VISCUIT: 237 training samples; 657 test questions = 237 Type 1 + 420 Type 2, 10 categories.
     "heritage": Sizes(groups=60, group_size=5, targets=237, test_images_per_target=1, type2_questions=420,
-                      generic_images=2400, images_per_pretrain_species=16, attribute_questions_per_image=2,
+                      generic_images=2400, images_per_pretrain_species=16, attribute_questions_per_image=6,
                       eval_generic_images=300),
 }
 
