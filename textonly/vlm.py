@@ -8,7 +8,7 @@ and ``AutoModelForImageTextToText`` exactly as a hub model does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterable
 
 from textonly.errors import TextonlyError
@@ -132,6 +132,3 @@ def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.0):
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGET,
                       modules_to_save=LORA_MODULES_TO_SAVE, task_type="CAUSAL_LM")
 
-
-def model_size_config(size: str) -> dict:
-    return asdict(MODEL_SIZES[size])
