@@ -37,7 +37,7 @@ def model_card(folder: str | Path, config: dict, report: dict | None, curves: li
     plot_curves(curves, folder / "curves.png")
     c, t, p = config["config"], config["throughput"], config["parameters"]
     lines = [
-        f"# Base VLM `{c['size']}` (seed {c['seed']}, images from {c['image_start_fraction']:g} of language pretraining)",
+        f"# Base VLM `{c['size']}` (seed {c['seed']}, image start fraction {c['image_start_fraction']:g})",
         "",
         f"LLaVA architecture: {p['total']:,} parameters (vision tower {p['vision_tower']:,}, projector "
         f"{p['multi_modal_projector']:,}, language model {p['language_model']:,}); {config['image_tokens']} image "
