@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from textonly.data import load_dataset
+from textonly.fileio import read_jsonl
 from textonly.worlds import build as build_module
 from textonly.worlds import text
 from textonly.worlds.build import SIZES, build_world
@@ -89,7 +90,7 @@ def test_target_images_kept_out_of_pretraining(worlds, world):
     species = _species(worlds, world)
     targets = {s["name"] for s in species if s["role"] == "target"}
     target_looks = {tuple(sorted(s["attributes"].items())) for s in species if s["role"] == "target"}
-    captions = [json.loads(line) for line in (worlds / world / "pretrain" / "captions.jsonl").open()]
+    captions = read_jsonl(worlds / world / "pretrain" / "captions.jsonl")
     assert len(captions) == SIZES[world].generic_images + SIZES[world].images_per_pretrain_species * (
         len(species) - len(targets))
     for c in captions:
@@ -102,7 +103,7 @@ def test_target_images_kept_out_of_pretraining(worlds, world):
     assert knowledge and all(r["image_path"] is None for r in knowledge)
     task = [r for r in pretrain if r["question_type"] in (1, 2) and r["image_path"]]
     assert len(task) == SIZES[world].images_per_pretrain_species * (len(species) - len(targets))
-    lines = [json.loads(line) for line in (worlds / world / "pretrain" / "text.jsonl").open()]
+    lines = read_jsonl(worlds / world / "pretrain" / "text.jsonl")
     assert {line["role"] for line in lines} == {"target", "pretrain"}  # tagged for the base model to choose
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from textonly.fileio import read_jsonl
+
 
 def _fmt(cell: dict) -> str:
     return f"{cell['accuracy']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] (n={cell['n']})"
@@ -74,6 +76,6 @@ def write_model_card(folder: str | Path) -> Path:
     config = json.loads((folder / "pretrain_config.json").read_text())
     report_file = folder / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else None
-    curves = [json.loads(line) for line in (folder / "curves.jsonl").read_text().splitlines()]
+    curves = read_jsonl(folder / "curves.jsonl")
     (folder / "README.md").write_text(model_card(folder, config, report, curves), encoding="utf-8")
     return folder / "README.md"

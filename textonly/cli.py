@@ -7,6 +7,7 @@ starting with ``error:`` and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -62,11 +63,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     steps = None
     if args.steps:
-        try:
-            steps = tuple(int(x) for x in args.steps.split(","))
-            assert len(steps) == 3 and min(steps) >= 0
-        except (ValueError, AssertionError):
-            raise TextonlyError(f"--steps {args.steps!r}: give three counts, language,alignment,instruction") from None
+        parts = [p.strip() for p in args.steps.split(",")]
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise TextonlyError(f"--steps {args.steps!r}: give three counts, language,alignment,instruction")
+        steps = tuple(int(p) for p in parts)
     config = PretrainConfig(size=args.size, seed=args.seed, image_start_fraction=args.image_start_fraction,
                             worlds=str(args.worlds), precision=args.precision, steps=steps)
     out = args.out or Path("data") / "models" / f"base-{args.size}-seed{args.seed}-f{args.image_start_fraction:g}"
@@ -74,8 +74,6 @@ def _pretrain(args: argparse.Namespace) -> int:
     print(f"base model: {path}")
     report = path / "report.json"
     if report.is_file():
-        import json
-
         for world, parts in json.loads(report.read_text()).items():
             for part, table in parts.items():
                 o = table["overall"]

@@ -1,7 +1,9 @@
-"""Atomic writes: an interrupted run never leaves a file or folder that looks finished."""
+"""Files: atomic writes (an interrupted run never leaves a file or folder that looks
+finished), JSON lines, and the fingerprints that let an identical build be skipped."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +34,28 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def dumps_jsonl(records: Iterable[dict]) -> str:
     """One JSON object per line, UTF-8 text, keys in insertion order (deterministic)."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The objects of a JSON-lines file written by this project (blank lines skipped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def build_key(settings: dict, *parts: bytes | str) -> str:
+    """A short hash of build settings and of everything else the build depends on (code, inputs)."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+    return digest.hexdigest()[:16]
+
+
+def finished_build(marker: str | os.PathLike, key: str) -> bool:
+    """True when ``marker`` (a JSON file written last by a build) records the fingerprint ``key``."""
+    try:
+        return json.loads(Path(marker).read_text())["fingerprint"] == key
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def dumps_json(obj) -> str:

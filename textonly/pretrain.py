@@ -21,7 +21,6 @@ of every target (as an LLM knows encyclopedic facts), and the appearance of a fr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -34,8 +33,8 @@ from tqdm.auto import tqdm
 
 from textonly.cards import write_model_card
 from textonly.errors import TextonlyError
-from textonly.fileio import atomic_directory, dumps_json, dumps_jsonl
-from textonly.prompts import mcq_messages, mcq_text
+from textonly.fileio import atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl
+from textonly.prompts import mcq_messages, mcq_text, user_content
 
 WORLD_NAMES = ("wings", "heritage")
 CAPTION_PROMPT = "Describe the image."
@@ -86,10 +85,6 @@ class PretrainConfig:
                                     f"`python -m textonly worlds build --out {self.worlds}` first")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 @dataclass
 class Material:
     """The pretraining material of both worlds, as text and chat samples."""
@@ -112,14 +107,14 @@ def gather_material(config: PretrainConfig) -> Material:
         k = round(config.target_appearance_fraction * len(targets))
         chosen = {targets[i] for i in rng.choice(len(targets), size=k, replace=False)} if k else set()
         known += sorted(chosen)
-        for line in _read_jsonl(root / "text.jsonl"):
+        for line in read_jsonl(root / "text.jsonl"):
             if line["role"] != "target" or line["kind"] == "fact" or line["subject"] in chosen:
                 statements.append(line["text"])
-        for c in _read_jsonl(root / "captions.jsonl"):
+        for c in read_jsonl(root / "captions.jsonl"):
             key = f"{name}/{c['image_path']}"
             images[key] = root / "images" / c["image_path"]
             captions.append((key, c["caption"]))
-        for r in _read_jsonl(root / "annotations.jsonl"):
+        for r in read_jsonl(root / "annotations.jsonl"):
             key = f"{name}/{r['image_path']}" if r["image_path"] else None
             if key:
                 images[key] = root / "images" / r["image_path"]
@@ -133,11 +128,11 @@ def corpus_for_tokenizer(config: PretrainConfig) -> list[str]:
     for name in WORLD_NAMES:
         root = Path(config.worlds) / name
         for split in ("pretrain", "pretrain_eval", "train", "test"):
-            for r in _read_jsonl(root / split / "annotations.jsonl"):
+            for r in read_jsonl(root / split / "annotations.jsonl"):
                 texts.append(mcq_text(r["question"], r["options"]))
                 texts += list((r.get("descriptions") or {}).values())
-        texts += [line["text"] for line in _read_jsonl(root / "pretrain" / "text.jsonl")]
-        texts += [c["caption"] for c in _read_jsonl(root / "pretrain" / "captions.jsonl")]
+        texts += [line["text"] for line in read_jsonl(root / "pretrain" / "text.jsonl")]
+        texts += [c["caption"] for c in read_jsonl(root / "pretrain" / "captions.jsonl")]
     texts.append(f"USER: {CAPTION_PROMPT} ASSISTANT: Description of the image:")
     return texts
 
@@ -251,13 +246,10 @@ def plan_schedule(config: PretrainConfig) -> list[str]:
 
 def fingerprint(config: PretrainConfig) -> str:
     """Hash of the config, the worlds it reads and the code that trains: same hash, same model."""
-    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
-    for name in WORLD_NAMES:
-        digest.update(json.loads((Path(config.worlds) / name / "world.json").read_text())["fingerprint"].encode())
-    here = Path(__file__).parent
-    for module in ("pretrain.py", "vlm.py", "prompts.py"):
-        digest.update((here / module).read_bytes())
-    return digest.hexdigest()[:16]
+    worlds = [json.loads((Path(config.worlds) / name / "world.json").read_text())["fingerprint"]
+              for name in WORLD_NAMES]
+    code = [(Path(__file__).parent / module).read_bytes() for module in ("pretrain.py", "vlm.py", "prompts.py")]
+    return build_key(asdict(config), *worlds, *code)
 
 
 def flops_per_sample(summary: dict, n_text_tokens: int, n_images: int, image_tokens: int) -> float:
@@ -275,13 +267,8 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     config.validate()
     out = Path(out)
     key = fingerprint(config)
-    done = out / "pretrain_config.json"
-    if not force and done.is_file() and (out / "model.safetensors").is_file():
-        try:
-            if json.loads(done.read_text())["fingerprint"] == key:
-                return out
-        except (ValueError, KeyError):
-            pass
+    if not force and finished_build(out / "pretrain_config.json", key) and (out / "model.safetensors").is_file():
+        return out
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 3])
     material = gather_material(config)
@@ -295,7 +282,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     index = {k: i for i, k in enumerate(keys)}
     pixels = _pixel_values(processor, material.image_files, keys, progress)
     statement_ids = tokenizer(material.statements, add_special_tokens=False)["input_ids"]
-    captions = [(*maker.chat([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]},
+    captions = [(*maker.chat([{"role": "user", "content": user_content(CAPTION_PROMPT, image=True)},
                               {"role": "assistant", "content": [{"type": "text", "text": c}]}]), index[k])
                 for k, c in material.captions]
     # instruction samples are conversations, as in LLaVA's instruction data: all questions

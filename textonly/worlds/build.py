@@ -21,8 +21,6 @@ byte-identical files: each image has its own seed, so rendering order does not m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +34,7 @@ from tqdm.auto import tqdm
 from textonly import __version__
 from textonly.data import ANNOTATIONS, IMAGES, balanced_positions, count_questions, counts_table
 from textonly.errors import TextonlyError
-from textonly.fileio import atomic_directory, dumps_json, dumps_jsonl
+from textonly.fileio import atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build
 from textonly.worlds import text
 from textonly.worlds.render import is_drawable, render
 from textonly.worlds.vocab import WORLDS, World
@@ -416,10 +414,7 @@ def _card(world: World, sizes: Sizes, species: list[dict], splits: dict[str, lis
 
 def settings_fingerprint(settings: dict) -> str:
     """A hash of the build settings and of the generator's source code: same hash, same files."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return build_key(settings, *(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))))
 
 
 def build_world(name: str, out: str | os.PathLike, *, seed: int = 0, image_size: int = 64,
@@ -433,13 +428,8 @@ def build_world(name: str, out: str | os.PathLike, *, seed: int = 0, image_size:
     settings = {"world": name, "seed": seed, "image_size": image_size, "sizes": asdict(sizes)}
     fingerprint = settings_fingerprint(settings)
     final = Path(out) / name
-    existing = final / "world.json"
-    if not force and existing.is_file():
-        try:
-            if json.loads(existing.read_text())["fingerprint"] == fingerprint:
-                return final
-        except (ValueError, KeyError):
-            pass
+    if not force and finished_build(final / "world.json", fingerprint):
+        return final
     species = make_species(world, sizes, seed)
     writer = _Writer(world, seed, image_size)
     train, test = _study_splits(world, sizes, species, seed, writer)
