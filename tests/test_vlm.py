@@ -27,13 +27,18 @@ def processor():
 
 def test_chat_template_renders_image_and_text_only_turns(processor):
     with_image = processor.apply_chat_template(mcq_messages(RECORD, "image"), add_generation_prompt=True)
-    assert with_image.startswith("<s>USER: <image>\nWhich species") and with_image.endswith("ASSISTANT:")
+    assert with_image.startswith("<s>USER: <image>\nWhich species") and with_image.endswith(" ASSISTANT: ")
     text_only = processor.apply_chat_template(mcq_messages(RECORD, "no_image"), add_generation_prompt=True)
     assert "<image>" not in text_only and "C. Mira" in text_only
     described = processor.apply_chat_template(mcq_messages(RECORD, "description"), add_generation_prompt=True)
     assert "<image>" not in described and "The wings are orange." in described
     trained = processor.apply_chat_template(mcq_messages(RECORD, "image", answer=True))
-    assert trained.endswith("ASSISTANT: C</s>")
+    assert trained.endswith(" ASSISTANT: C</s>")
+    # the role markers are single tokens, and the answer letter is the token of its option line
+    ids = processor.tokenizer(trained, add_special_tokens=False)["input_ids"]
+    tokens = [processor.tokenizer.decode([i]) for i in ids]
+    assert "USER: " in tokens and " ASSISTANT: " in tokens
+    assert tokens[-2] == "C" and ids[-2] == ids[tokens.index("C")]
 
 
 def test_sample_ids_match_the_processor(processor):

@@ -81,6 +81,58 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from textonly.config import resolve_dataset_path
+    from textonly.convert import convert
+    from textonly.data import format_report, load_dataset
+
+    out = convert(resolve_dataset_path(args.data), args.describer, args.out, level=args.level, model=args.model,
+                  prompt=args.prompt, prompts_file=args.prompts_file, cache=args.cache,
+                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, force=args.force)
+    print(f"text-only twin: {out}")
+    print(format_report(load_dataset(out)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from textonly.config import resolve_dataset_path
+    from textonly.train import TrainConfig, train
+
+    config = TrainConfig(data=str(resolve_dataset_path(args.data)), model=args.model, mode=args.mode, seed=args.seed,
+                         preset=args.preset, describer=args.describer, learning_rate=args.lr, epochs=args.epochs,
+                         max_steps=args.max_steps, quantization=args.quantization)
+    run = train(config, args.out)
+    print(f"run: {args.out}  steps {run['steps']}  final loss {run['final_loss']:.4f}  "
+          f"{run['wall_seconds']:.1f} s  tokens text {run['tokens']['text']} image {run['tokens']['image']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from textonly.config import resolve_dataset_path
+    from textonly.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(model=args.model, data=str(resolve_dataset_path(args.data)), condition=args.condition,
+                        scoring=args.scoring, adapter=args.adapter, describer=args.describer,
+                        batch_size=args.batch_size)
+    result = evaluate(config, args.out)
+    rows = {"overall": result["metrics"]["overall"],
+            **{f"type {k}": v for k, v in result["metrics"]["question_type"].items()}}
+    for name, m in rows.items():
+        print(f"  {name:10s} {m['accuracy']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (n={m['n']})")
+    if "parse_failure_rate" in result:
+        print(f"  parse failures: {result['parse_failure_rate']:.1%} (counted wrong)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from textonly.evaluate import compare
+
+    result = compare(args.a, args.b)
+    print(f"McNemar (exact): n={result['n']}  right only in A {result['a_only']}  right only in B "
+          f"{result['b_only']}  p={result['p_value']:.4g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textonly", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -107,6 +159,52 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--steps", default=None, help="language,alignment,instruction steps (default: per size)")
     pre.add_argument("--force", action="store_true", help="retrain even if the same build is there")
     pre.set_defaults(func=_pretrain)
+
+    from textonly.convert import DESCRIBERS, LEVELS
+
+    co = verbs.add_parser("convert", help="image-text dataset -> its text-only twin (a description per image)")
+    co.add_argument("--data", required=True, help="dataset folder (or a name under the data root)")
+    co.add_argument("--describer", required=True, choices=DESCRIBERS)
+    co.add_argument("--out", type=Path, required=True)
+    co.add_argument("--level", default=None, choices=LEVELS, help="oracle: description quality (default full)")
+    co.add_argument("--model", default=None, help="captioner: model folder or hub id; openai: model name")
+    co.add_argument("--prompt", default=None, help="key of the description prompt in the prompts file")
+    co.add_argument("--prompts-file", default=None, help="YAML of description prompts (default: the package's)")
+    co.add_argument("--cache", default=None, help="openai: folder of cached answers")
+    co.add_argument("--max-new-tokens", type=int, default=256)
+    co.add_argument("--batch-size", type=int, default=16)
+    co.add_argument("--force", action="store_true", help="describe again even if the same twin is there")
+    co.set_defaults(func=_convert)
+
+    tr = verbs.add_parser("train", help="fine-tune a VLM with LoRA: image_text, text_only or mixed")
+    tr.add_argument("--data", required=True, help="training dataset folder (or a name under the data root)")
+    tr.add_argument("--model", required=True, help="model folder or hub id")
+    tr.add_argument("--mode", required=True, choices=["image_text", "text_only", "mixed"])
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, required=True, help="run directory (the same command resumes it)")
+    tr.add_argument("--preset", default="embedded", choices=["paper", "embedded"])
+    tr.add_argument("--describer", default="full", help="which description stands in for the image")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    tr.add_argument("--epochs", type=float, default=None, help="epochs (default: the preset's)")
+    tr.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
+    tr.add_argument("--quantization", default=None, choices=["4bit"], help="QLoRA through bitsandbytes")
+    tr.set_defaults(func=_train)
+
+    ev = verbs.add_parser("evaluate", help="score a model (optionally with a run's adapter) on a dataset")
+    ev.add_argument("--model", required=True, help="model folder or hub id")
+    ev.add_argument("--adapter", default=None, help="a finished training run directory")
+    ev.add_argument("--data", required=True, help="dataset folder (or a name under the data root)")
+    ev.add_argument("--condition", default="image", choices=["image", "no_image", "description"])
+    ev.add_argument("--scoring", default="letter", choices=["letter", "generate"])
+    ev.add_argument("--describer", default="full", help="the description used by --condition description")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--out", type=Path, required=True, help="evaluation directory")
+    ev.set_defaults(func=_evaluate)
+
+    cmp_ = verbs.add_parser("compare", help="McNemar's exact test between two evaluations of the same questions")
+    cmp_.add_argument("a", type=Path, help="evaluation directory A")
+    cmp_.add_argument("b", type=Path, help="evaluation directory B")
+    cmp_.set_defaults(func=_compare)
 
     data = verbs.add_parser("data", help="datasets in the study's layout (annotations.jsonl + images/)")
     dverbs = data.add_subparsers(dest="action", required=True, metavar="ACTION")

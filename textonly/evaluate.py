@@ -7,14 +7,19 @@ after the prompt, restricted to the option letters. A letter can be tokenized as
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from textonly.prompts import LETTERS, mcq_messages
-from textonly.stats import clustered_bootstrap_ci
+from textonly.errors import TextonlyError
+from textonly.fileio import build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl, write_text_atomic
+from textonly.prompts import CONDITIONS, LETTERS, mcq_messages
+from textonly.stats import clustered_bootstrap_ci, mcnemar
 
 
 def letter_token_ids(tokenizer, n: int = 4) -> list[list[int]]:
@@ -39,26 +44,31 @@ def _load_image(root: Path, record: dict):
         return image.convert("RGB")
 
 
+def _inputs(processor, batch: list[dict], root: Path, condition: str, describer: str, padding_side: str,
+            device) -> dict:
+    """The batch's prompts through the model's chat template and processor (images only where shown)."""
+    texts, images = [], []
+    for r in batch:
+        texts.append(processor.apply_chat_template(mcq_messages(r, condition, describer), add_generation_prompt=True))
+        if condition == "image" and r.get("image_path") is not None:
+            images.append(_load_image(root, r))
+    inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                       padding_side=padding_side)
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
 @torch.no_grad()
 def score_letters(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
                   describer: str = "full", batch_size: int = 32, progress: bool = True) -> list[dict]:
     """Letter scores of each question: ``{"id_", "scores", "prediction", "correct"}``."""
     root = Path(root)
-    tokenizer = processor.tokenizer
-    letters = letter_token_ids(tokenizer, max(len(r["options"]) for r in records))
+    letters = letter_token_ids(processor.tokenizer, max(len(r["options"]) for r in records))
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in tqdm(range(0, len(records), batch_size), desc="scoring", unit="batch", disable=not progress):
         batch = records[start:start + batch_size]
-        texts, images = [], []
-        for r in batch:
-            messages = mcq_messages(r, condition, describer)
-            texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
-            if condition == "image" and r.get("image_path") is not None:
-                images.append(_load_image(root, r))
-        inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs = _inputs(processor, batch, root, condition, describer, "right", device)
         logits = model(**inputs).logits
         last = inputs["attention_mask"].sum(dim=1) - 1  # right padding: the prompt's last position
         logprobs = torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)
@@ -66,6 +76,44 @@ def score_letters(model, processor, records: list[dict], root: str | Path, *, co
             scores = [float(torch.logsumexp(lp[ids], dim=0)) for ids in letters[: len(r["options"])]]
             prediction = max(range(len(scores)), key=scores.__getitem__)
             out.append({"id_": r["id_"], "scores": scores, "prediction": prediction,
+                        "correct": prediction == r["answer"]})
+    return out
+
+
+_LETTER = re.compile(r"^\s*\(?([A-H])\)?(?:[.:)]|\s|$)")
+
+
+def parse_letter(text: str, n_options: int) -> int | None:
+    """The option a generated answer names, strictly: it must start with the letter
+    (``B``, ``B.``, ``(B)``, ``B) red``); anything else is a parse failure (``None``)."""
+    match = _LETTER.match(text)
+    if not match or LETTERS.index(match.group(1)) >= n_options:
+        return None
+    return LETTERS.index(match.group(1))
+
+
+@torch.no_grad()
+def generate_answers(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
+                     describer: str = "full", batch_size: int = 16, max_new_tokens: int = 3,
+                     progress: bool = True) -> list[dict]:
+    """K-VISCUIT's reference scoring: greedy generation of a few tokens, strictly parsed.
+
+    A parse failure counts as wrong (``prediction`` is ``None``); never a random guess.
+    """
+    root = Path(root)
+    model.eval()
+    device = next(model.parameters()).device
+    tokenizer = processor.tokenizer
+    out = []
+    for start in tqdm(range(0, len(records), batch_size), desc="generating", unit="batch", disable=not progress):
+        batch = records[start:start + batch_size]
+        inputs = _inputs(processor, batch, root, condition, describer, "left", device)
+        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        for r, text in zip(batch, texts):
+            prediction = parse_letter(text, len(r["options"]))
+            out.append({"id_": r["id_"], "output": text, "prediction": prediction,
                         "correct": prediction == r["answer"]})
     return out
 
@@ -83,3 +131,104 @@ def accuracy_table(records: list[dict], predictions: list[dict], by: str = "ques
                                                 [r["image_path"] or r["id_"] for r in rs])
         table[key] = {"accuracy": acc, "low": low, "high": high, "n": len(rs)}
     return table
+
+
+def metrics(records: list[dict], predictions: list[dict]) -> dict:
+    """Accuracy overall, per ``question_type`` and per ``category``, with clustered intervals."""
+    by_type = accuracy_table(records, predictions, by="question_type")
+    return {"overall": by_type.pop("overall"), "question_type": by_type,
+            "category": {k: v for k, v in accuracy_table(records, predictions, by="category").items()
+                         if k != "overall"}}
+
+
+SCORINGS = ("letter", "generate")
+EVAL_FILE = "eval.json"
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: a model (and optionally a trained adapter) on a dataset under a condition."""
+
+    model: str
+    data: str
+    condition: str = "image"
+    scoring: str = "letter"
+    adapter: str | None = None  # a training run directory (its ``adapter/``)
+    describer: str = "full"
+    batch_size: int = 16
+    max_new_tokens: int = 3  # generate scoring: K-VISCUIT's reference generates 3 tokens
+
+    def validate(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise TextonlyError(f"--condition {self.condition}: choose from {', '.join(CONDITIONS)}")
+        if self.scoring not in SCORINGS:
+            raise TextonlyError(f"--scoring {self.scoring}: choose from {', '.join(SCORINGS)}")
+        if self.adapter and not (Path(self.adapter) / "adapter").is_dir():
+            raise TextonlyError(f"--adapter {self.adapter}: no finished training run there (no adapter/ folder)")
+
+
+def _eval_fingerprint(config: EvalConfig) -> str:
+    from textonly.provenance import data_hash, model_identity
+
+    adapter = (Path(config.adapter) / "run.json").read_bytes() if config.adapter else b""
+    code = (Path(__file__).parent / "evaluate.py").read_bytes() + (Path(__file__).parent / "prompts.py").read_bytes()
+    return build_key(asdict(config), data_hash(config.data), model_identity(config.model), adapter, code)
+
+
+def load_evaluated_model(config: EvalConfig):
+    """The model (with the run's adapter, if any) and its processor."""
+    from textonly.hub import load_model
+
+    model, processor = load_model(config.model)
+    if config.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, Path(config.adapter) / "adapter")
+    return model, processor
+
+
+def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, force: bool = False) -> dict:
+    """Evaluate into ``out`` (``predictions.jsonl``, then ``eval.json`` last); a finished one is reused."""
+    from textonly.data import load_dataset
+    from textonly.energy import track
+    from textonly.provenance import provenance
+
+    config.validate()
+    out = Path(out)
+    key = _eval_fingerprint(config)
+    if not force and finished_build(out / EVAL_FILE, key):
+        return json.loads((out / EVAL_FILE).read_text())
+    records = load_dataset(config.data).records
+    model, processor = load_evaluated_model(config)
+    kwargs = dict(condition=config.condition, describer=config.describer, batch_size=config.batch_size,
+                  progress=progress)
+    with track("evaluate", out) as energy:
+        if config.scoring == "letter":
+            predictions = score_letters(model, processor, records, config.data, **kwargs)
+        else:
+            predictions = generate_answers(model, processor, records, config.data,
+                                           max_new_tokens=config.max_new_tokens, **kwargs)
+    by_id = {r["id_"]: r for r in records}
+    kept = [{**p, "question_type": by_id[p["id_"]]["question_type"], "category": by_id[p["id_"]]["category"],
+             "options": by_id[p["id_"]]["options"], "answer": by_id[p["id_"]]["answer"]} for p in predictions]
+    write_text_atomic(out / "predictions.jsonl", dumps_jsonl(kept))
+    summary = {"fingerprint": key, "config": asdict(config), "metrics": metrics(records, predictions),
+               "questions": len(records), "questions_per_s": len(records) / energy["seconds"],
+               "energy": energy, "provenance": provenance(data=config.data)}
+    if config.scoring == "generate":
+        summary["parse_failure_rate"] = sum(p["prediction"] is None for p in predictions) / len(predictions)
+    write_text_atomic(out / EVAL_FILE, dumps_json(summary))
+    return summary
+
+
+def read_predictions(eval_dir: str | Path) -> dict[str, bool]:
+    """Correctness per question id of a finished evaluation."""
+    eval_dir = Path(eval_dir)
+    if not (eval_dir / EVAL_FILE).is_file():
+        raise TextonlyError(f"{eval_dir}: not a finished evaluation (no {EVAL_FILE})")
+    return {p["id_"]: p["correct"] for p in read_jsonl(eval_dir / "predictions.jsonl")}
+
+
+def compare(eval_a: str | Path, eval_b: str | Path) -> dict:
+    """McNemar's exact test between two finished evaluations of the same questions."""
+    return mcnemar(read_predictions(eval_a), read_predictions(eval_b))

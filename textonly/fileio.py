@@ -39,7 +39,8 @@ def dumps_jsonl(records: Iterable[dict]) -> str:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The objects of a JSON-lines file written by this project (blank lines skipped)."""
     text = Path(path).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() also splits on U+2028 etc., which JSON strings may hold raw
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def build_key(settings: dict, *parts: bytes | str) -> str:

@@ -22,3 +22,22 @@ def clustered_bootstrap_ci(correct, clusters, *, n_boot: int = 2000, seed: int =
     boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     alpha = (1 - level) / 2
     return float(correct.mean()), float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
+
+
+def mcnemar(correct_a: dict, correct_b: dict) -> dict:
+    """Exact McNemar test between two evaluations of the same questions (paired by question id).
+
+    ``correct_a`` / ``correct_b`` map question ids to correctness. Only the discordant
+    pairs carry information: ``a_only`` questions right under A and wrong under B, and
+    ``b_only`` the reverse; the p-value is the two-sided exact binomial test of
+    ``a_only`` among ``a_only + b_only`` at 1/2.
+    """
+    from scipy.stats import binomtest
+
+    if set(correct_a) != set(correct_b):
+        raise ValueError(f"the evaluations cover different questions ({len(set(correct_a) ^ set(correct_b))} "
+                         "ids in one only); McNemar pairs the same questions")
+    a_only = sum(bool(correct_a[k]) and not correct_b[k] for k in correct_a)
+    b_only = sum(bool(correct_b[k]) and not correct_a[k] for k in correct_a)
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"n": len(correct_a), "a_only": a_only, "b_only": b_only, "p_value": float(p)}

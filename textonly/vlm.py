@@ -14,23 +14,28 @@ from typing import Iterable
 from textonly.errors import TextonlyError
 
 IMAGE_TOKEN = "<image>"
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
+#: The role markers are single tokens, spaces included: the answer letter after
+#: ``ASSISTANT: `` is then the very token that labels its option line ("\nB. red"), and no
+#: letter token hides inside a marker (byte-level BPE spelled "ASSISTANT" with " A" and "A").
+USER, ASSISTANT = "USER: ", " ASSISTANT: "
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, USER, ASSISTANT]
 #: LoRA goes on the language model only (a bare name list would also hit the vision tower).
 LORA_TARGET = r".*language_model.*\.(q_proj|v_proj)"
-#: Trained in full next to the LoRA adapters, as the paper trains the projector.
-LORA_MODULES_TO_SAVE = ["multi_modal_projector"]
+#: Trained in full next to the LoRA adapters, as the paper trains the projector
+#: (LLaVA: ``multi_modal_projector``; Qwen2-VL: ``visual.merger``).
+LORA_MODULES_TO_SAVE = ["multi_modal_projector", "merger"]
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: {% elif message['role'] == 'assistant' %}ASSISTANT: {% endif %}"
+    "{% if message['role'] == 'user' %}USER: {% elif message['role'] == 'assistant' %} ASSISTANT: {% endif %}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %} {% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% if add_generation_prompt %} ASSISTANT: {% endif %}"
 )
 
 
