@@ -8,8 +8,11 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints.txt
 DATA ?= data
 PYTEST_ARGS ?=
+# the study `make results` runs, and its profile: smoke (minutes), default (the main job), full
+STUDY ?= studies/main.yaml
+PROFILE ?= default
 
-.PHONY: venv worlds base book test bench clean
+.PHONY: venv worlds base results book test bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,7 +28,11 @@ worlds: venv
 base: worlds
 	$(PY) -m textonly pretrain --size small --worlds $(DATA)/worlds --out $(DATA)/models/base-small-seed0-f1
 
-book: base
+# every notebook of the study not up to date, executed by papermill; the tables; the pages
+results: venv
+	$(PY) -m textonly study run --config $(STUDY) --profile $(PROFILE)
+
+book: results
 	$(VENV)/bin/jupyter-book build . --quiet
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
@@ -37,4 +44,4 @@ bench: venv
 	$(PY) benchmarks/pretrain.py --worlds $(DATA)/worlds
 
 clean:
-	rm -rf _build $(DATA)/worlds $(DATA)/models
+	rm -rf _build results $(DATA)/worlds $(DATA)/models $(DATA)/study

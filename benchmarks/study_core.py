@@ -24,6 +24,7 @@ from textonly.train import Collator, TrainConfig, load_for_training, train, trai
 
 
 def evaluation(model_path: str, test: Path, n: int) -> None:
+    """Both scorings on the same questions; generation stops at the end-of-turn token."""
     model, processor = load_model(model_path)
     records = load_dataset(test).records[:n]
     for name, run in (("letter", score_letters), ("generate", generate_answers)):
@@ -59,8 +60,11 @@ def training_vs_trl(model_path: str, train_dir: Path, steps: int, batch: int) ->
                      learning_rate=config.learning_rate, report_to=[], save_strategy="no", logging_steps=10 ** 6,
                      remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
                      dataset_kwargs={"skip_prepare_dataset": True}, seed=0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=samples, data_collator=collator,
-                         processing_class=processor)
+    from datasets import Dataset
+
+    rows = Dataset.from_list([{"record": json.dumps(r), "condition": c} for r, c in samples])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=processor,
+                         data_collator=lambda batch: collator([(json.loads(b["record"]), b["condition"]) for b in batch]))
     start = time.perf_counter()
     trainer.train()
     trl_rate = steps * batch / (time.perf_counter() - start)
@@ -85,6 +89,7 @@ def modes(model_path: str, train_dir: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="evaluation,training,modes")
     parser.add_argument("--model", default="data/models/base-small-seed0-f1")
     parser.add_argument("--data", default="data/worlds/wings", help="a world (its train/ and test/ splits)")
     parser.add_argument("--questions", type=int, default=160)
@@ -93,6 +98,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
     data = Path(args.data)
     print(json.dumps({"model": args.model, "data": str(data), "torch_threads": torch.get_num_threads()}))
-    evaluation(args.model, data / "test", args.questions)
-    training_vs_trl(args.model, data / "train", args.steps, args.batch)
-    modes(args.model, data / "train")
+    parts = args.parts.split(",")
+    if "evaluation" in parts:
+        evaluation(args.model, data / "test", args.questions)
+    if "training" in parts:
+        training_vs_trl(args.model, data / "train", args.steps, args.batch)
+    if "modes" in parts:
+        modes(args.model, data / "train")

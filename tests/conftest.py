@@ -56,3 +56,32 @@ def shared_dataset(name: str) -> Path:
         pytest.skip(f"real dataset {name!r} not found under the data root {data_root()} "
                     "(set TEXTONLY_DATA_ROOT to the folder that holds it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_book(worlds, tmp_path_factory):
+    """The main study's `smoke` profile run end to end in a scratch root (the session's worlds
+    linked in), then the book built from its results, offline, with warnings as errors."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from textonly.config import PROJECT_ROOT
+    from textonly.study import run_study
+
+    root = tmp_path_factory.mktemp("smoke-book")
+    (root / "data").mkdir()
+    (root / "data" / "worlds").symlink_to(worlds)
+    started = time.perf_counter()
+    report = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=root, progress=False)
+    study_seconds = time.perf_counter() - started
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "book", root / "book")
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--warningiserror", "--quiet"]
+    started = time.perf_counter()
+    build = subprocess.run(command, capture_output=True, text=True)
+    return SimpleNamespace(root=root, report=report, study_seconds=study_seconds, build=build, command=command,
+                           build_seconds=time.perf_counter() - started, html=root / "_build" / "html")

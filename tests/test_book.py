@@ -1,33 +1,71 @@
-"""The book builds offline with Jupyter Book 1.x and shows the generated world cards."""
+"""The main study's smoke profile runs end to end through papermill, and the book builds from it
+offline (Jupyter Book 1.x, warnings as errors); a second run executes and rebuilds nothing."""
 
-import shutil
+import re
 import subprocess
-import sys
-from pathlib import Path
+import time
 
+import pandas as pd
 import pytest
 
 from textonly.config import PROJECT_ROOT
-from textonly.pretrain import PretrainConfig, pretrain
+from textonly.study import load_study, run_study
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-def test_book_builds_with_world_cards(worlds, tmp_path):
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
-    shutil.copytree(PROJECT_ROOT / "book", tmp_path / "book")
-    (tmp_path / "data" / "models").mkdir(parents=True)
-    (tmp_path / "data" / "worlds").symlink_to(worlds)
-    # a few-step tiny model stands in for the default base model: the page needs its card
-    pretrain(PretrainConfig(size="tiny", worlds=str(worlds), steps=(1, 1, 1)),
-             tmp_path / "data" / "models" / "base-small-seed0-f1", progress=False, evaluate=False)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run([str(jb), "build", str(tmp_path), "--warningiserror", "--quiet"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    page = (tmp_path / "_build" / "html" / "book" / "worlds.html").read_text()
-    assert page.count('alt="samples"') == 2
-    assert "heritage" in page and "237" in page  # a count from the generated card
-    assert (tmp_path / "_build" / "html" / "index.html").is_file()
-    base = (tmp_path / "_build" / "html" / "book" / "base_model.html").read_text()
-    assert 'alt="training curves"' in base and "LLaVA architecture" in base
+def _text(path) -> str:
+    """A page's text: tags dropped, whitespace collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+
+
+def test_smoke_study_runs_every_stage(smoke_book):
+    report = smoke_book.report
+    assert report.ok, report.failed or report.blocked
+    study = load_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=smoke_book.root)
+    assert report.executed == list(study.steps)
+    assert {s.stage for s in study.steps.values()} == {"worlds", "base", "convert", "train", "evaluate", "page"}
+    results = pd.read_csv(smoke_book.root / "results" / "results.csv")
+    overall = results[results["breakdown"] == "overall"]
+    assert len(overall) == sum(s.stage == "evaluate" for s in study.steps.values())
+    assert set(overall["mode"]) == {"original", "image_text", "text_only"} and overall["accuracy"].between(0, 1).all()
+    runs = pd.read_csv(smoke_book.root / "results" / "runs.csv")
+    trained = runs[runs["mode"] != "original"]
+    assert (trained["train_flops"] > 0).all() and trained["train_energy_mode"].notna().all()
+    assert (trained[trained["mode"] == "text_only"]["train_image_tokens"] == 0).all()
+    for step in study.steps.values():  # every run directory keeps its executed notebook
+        assert step.executed.is_file(), step.run_id
+
+
+def test_book_builds_offline_from_the_smoke_results(smoke_book):
+    build = smoke_book.build
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    pages = smoke_book.html / "results" / "pages"
+    main = (pages / "06_results.html").read_text(encoding="utf-8")
+    assert main.count("<table") >= 3 and "p vs original" in main and "paper: Choi et al. 2024" in main
+    assert re.search(r'<img[^>]+src="[^"]*_images/[^"]+\.png"', main)  # the seaborn figure
+    prose = _text(pages / "06_results.html")
+    assert re.search(r"overall accuracy was \d+\.\d% for the original model", prose)  # glued, not typed
+    assert "profile smoke" in prose
+    worlds = _text(pages / "01_worlds.html")
+    assert "150 named kinds in 30 look-alike groups" in worlds and "name_only" in worlds
+    base = _text(pages / "02_base_model.html")
+    assert "What it knows" in base and "language model" in base
+    energy = _text(pages / "08_energy.html")
+    assert "estimate" in energy and "train_pflop" in energy
+    assert "name_only" in _text(pages / "09_description_quality.html")
+    assert "data:image/png;base64" in (pages / "10_explorer.html").read_text(encoding="utf-8")
+    for page in ("book/intro.html", "book/reproduce.html", "book/real_models.html"):
+        assert (smoke_book.html / page).is_file()
+
+
+def test_second_run_executes_nothing_and_rebuilds_nothing(smoke_book):
+    assert smoke_book.build.returncode == 0
+    page = smoke_book.html / "results" / "pages" / "06_results.html"
+    before = page.stat().st_mtime_ns
+    again = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=smoke_book.root, progress=False)
+    assert again.ok and again.executed == [] and again.seconds < 30
+    started = time.perf_counter()
+    rebuild = subprocess.run(smoke_book.command, capture_output=True, text=True)
+    assert rebuild.returncode == 0 and time.perf_counter() - started < 30
+    assert page.stat().st_mtime_ns == before  # no page read or written again

@@ -144,9 +144,12 @@ def test_captioner_describes_each_image_once(worlds, tmp_path, tiny_model, monke
     assert seen == [3, 1]  # 4 images, each once, though 8 questions show them
     records = load_dataset(out).records
     texts = {r["image_path"]: r["descriptions"]["captioner-tiny-vlm"] for r in records}
-    assert len(records) == 8 and len(texts) == 4 and all(t.strip() for t in texts.values())
+    assert len(records) == 8 and len(texts) == 4 and all(isinstance(t, str) for t in texts.values())
     assert all(r["descriptions"]["captioner-tiny-vlm"] == texts[r["image_path"]] for r in records)
     marker = json.loads((out / MARKER).read_text())
+    # a random model may emit only special tokens (the role markers are special): such
+    # empty descriptions are counted, never hidden
+    assert marker["empty_descriptions"] == sum(not t for t in texts.values())
     assert marker["prompt"] == {"key": "caption", "text": CAPTION_PROMPT}  # the embedded model's own prompt
     assert is_embedded(tiny_model) and not is_embedded(tmp_path)
 

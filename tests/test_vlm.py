@@ -85,13 +85,36 @@ def test_sizes(processor, size, low, high):
 
 
 def test_schedule_image_start_fraction():
-    late = plan_schedule(PretrainConfig(size="tiny", steps=(10, 6, 4), image_start_fraction=1.0))
-    early = plan_schedule(PretrainConfig(size="tiny", steps=(10, 6, 4), image_start_fraction=0.0))
-    mid = plan_schedule(PretrainConfig(size="tiny", steps=(10, 6, 4), image_start_fraction=0.8))
+    def plan(fraction, binding=0):
+        return plan_schedule(PretrainConfig(size="tiny", steps=(10, 6, 4), binding_steps=binding,
+                                            image_start_fraction=fraction))
+
+    late, early, mid = plan(1.0), plan(0.0), plan(0.8)
     assert len(late) == len(early) == len(mid) == 20
     assert late[:10] == ["language"] * 10 and late[10:16] == ["alignment"] * 6
     assert mid[:8] == ["language"] * 8 and "alignment" in early[:10]
     assert all(s.count("instruction") == 4 and s[-4:] == ["instruction"] * 4 for s in (late, early, mid))
+    # answer-format drills are text: spread through the language steps, before any image at F = 1
+    drilled = plan(1.0, binding=5)
+    assert drilled[:15].count("binding") == 5 and drilled[:15].count("language") == 10
+    positions = [i for i, kind in enumerate(drilled) if kind == "binding"]
+    assert positions[-1] - positions[0] >= 8  # spread out, not one block
+
+
+def test_binding_drills_ask_with_replacement_in_the_chat_format(processor):
+    import numpy as np
+
+    from textonly.pretrain import binding_drill
+
+    words = [f"word{i}" for i in range(10)]
+    messages = binding_drill(words, np.random.default_rng(0), n_turns=6)
+    assert len(messages) == 12 and messages[0]["content"].startswith("A. word")
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert set(answers) <= set("ABCD") and len(set(answers)) < len(answers)  # repeats: no elimination
+    listing = messages[0]["content"].split("\n")[:4]
+    for question, answer in zip(messages[0::2], answers):
+        asked = question["content"].rsplit("Which option is ", 1)[1].rstrip("?")
+        assert listing["ABCD".index(answer)] == f"{answer}. {asked}"
 
 
 def _weights_hash(path):

@@ -13,14 +13,14 @@ def _fmt(cell: dict) -> str:
 
 
 def plot_curves(curves: list[dict], path: Path) -> None:
-    """Training loss per step, coloured by phase (language, alignment, instruction)."""
-    import matplotlib
+    """Training loss per step, coloured by phase (language, binding drills, alignment, instruction)."""
+    # the object-oriented API: no pyplot state, so a notebook's inline backend stays as it is
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for phase, colour in (("language", "tab:blue"), ("alignment", "tab:orange"), ("instruction", "tab:green")):
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    for phase, colour in (("language", "tab:blue"), ("binding", "tab:purple"), ("alignment", "tab:orange"),
+                          ("instruction", "tab:green")):
         points = [(c["step"], c["loss"]) for c in curves if c["phase"] == phase]
         if points:
             ax.scatter(*zip(*points), s=3, color=colour, label=phase)
@@ -30,7 +30,6 @@ def plot_curves(curves: list[dict], path: Path) -> None:
     ax.legend(markerscale=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
 
 
 def model_card(folder: str | Path, config: dict, report: dict | None, curves: list[dict]) -> str:
@@ -58,7 +57,8 @@ def model_card(folder: str | Path, config: dict, report: dict | None, curves: li
         for world, parts in report.items():
             lines += [f"### `{world}`", "", "| probe | group | accuracy [95% CI] (n) |", "|---|---|---|"]
             names = {"attributes": "attributes, held-out generic images", "knowledge": "text knowledge, pretraining kinds",
-                     "original": "targets before fine-tuning (`original`)"}
+                     "original": "targets before fine-tuning (`original`)",
+                     "format": "answer format: \"Which option is X?\" in text"}
             for part, table in parts.items():
                 for group, cell in table.items():
                     label = f"Type {group}" if part == "original" and group != "overall" else group

@@ -68,7 +68,8 @@ def _pretrain(args: argparse.Namespace) -> int:
             raise TextonlyError(f"--steps {args.steps!r}: give three counts, language,alignment,instruction")
         steps = tuple(int(p) for p in parts)
     config = PretrainConfig(size=args.size, seed=args.seed, image_start_fraction=args.image_start_fraction,
-                            worlds=str(args.worlds), precision=args.precision, steps=steps)
+                            worlds=str(args.worlds), precision=args.precision, steps=steps,
+                            binding_steps=args.binding_steps)
     out = args.out or Path("data") / "models" / f"base-{args.size}-seed{args.seed}-f{args.image_start_fraction:g}"
     path = pretrain(config, out, force=args.force)
     print(f"base model: {path}")
@@ -133,6 +134,25 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from textonly.study import collect, load_study, run_study
+
+    if args.action == "collect":
+        study = load_study(args.config, args.profile, root=args.root)
+        for path in collect(study).values():
+            print(path)
+        return 0
+    report = run_study(args.config, args.profile, root=args.root, only=args.only, force=args.force,
+                       dry_run=args.dry_run)
+    for message in report.failed.values():
+        print(f"failed: {message}", file=sys.stderr)
+    for run_id, why in report.blocked.items():
+        print(f"not run: {run_id} ({why})", file=sys.stderr)
+    print(f"study {args.config} ({args.profile}): {report.summary()}"
+          + (f"; results in {report.results}" if report.results else ""))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textonly", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -157,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--worlds", type=Path, default=Path("data/worlds"), help="where `worlds build` wrote the worlds")
     pre.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     pre.add_argument("--steps", default=None, help="language,alignment,instruction steps (default: per size)")
+    pre.add_argument("--binding-steps", type=int, default=None, help="answer-format drill steps (default: per size)")
     pre.add_argument("--force", action="store_true", help="retrain even if the same build is there")
     pre.set_defaults(func=_pretrain)
 
@@ -205,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a", type=Path, help="evaluation directory A")
     cmp_.add_argument("b", type=Path, help="evaluation directory B")
     cmp_.set_defaults(func=_compare)
+
+    st = verbs.add_parser("study", help="run a study config's grid of notebooks through papermill; collect results")
+    sverbs = st.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("run", "execute every notebook not up to date, collect the tables, render the pages"),
+                         ("collect", "gather the finished evaluations into the results tables")):
+        sp = sverbs.add_parser(action, help=text)
+        sp.add_argument("--config", default="studies/main.yaml", help="study config (YAML)")
+        sp.add_argument("--profile", default="default", help="smoke | default | full (as the config defines)")
+        sp.add_argument("--root", default=None, help="folder the config's paths are relative to (default: project)")
+        if action == "run":
+            sp.add_argument("--only", default=None, help="run just the steps whose run id contains this text")
+            sp.add_argument("--force", action="store_true", help="execute even the steps that are up to date")
+            sp.add_argument("--dry-run", action="store_true", help="list what would run; execute nothing")
+        sp.set_defaults(func=_study)
 
     data = verbs.add_parser("data", help="datasets in the study's layout (annotations.jsonl + images/)")
     dverbs = data.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -33,13 +33,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from textonly import __version__
 from textonly.data import ANNOTATIONS, IMAGES, count_questions, counts_table, load_dataset, safe_image_file
 from textonly.errors import TextonlyError
-from textonly.fileio import atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, write_text_atomic
+from textonly.fileio import (atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_yaml,
+                             write_text_atomic)
 from textonly.prompts import user_content
 from textonly.worlds.text import QUALITIES
 
@@ -66,12 +66,7 @@ class ImageItem:
 def load_prompts(path: str | os.PathLike | None = None) -> dict:
     """The prompt configuration (``default``, ``embedded``, ``prompts``), checked."""
     path = Path(path) if path is not None else PROMPTS_FILE
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TextonlyError(f"{path}: cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise TextonlyError(f"{path}: not valid YAML ({exc})") from None
+    config = read_yaml(path)
     prompts = config.get("prompts") if isinstance(config, dict) else None
     if not isinstance(prompts, dict) or not prompts:
         raise TextonlyError(f"{path}: needs a 'prompts' mapping of key -> {{text, match}}")

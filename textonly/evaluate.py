@@ -44,6 +44,18 @@ def _load_image(root: Path, record: dict):
         return image.convert("RGB")
 
 
+def _count_tokens(processor, inputs: dict, counts: dict | None) -> None:
+    """Add a batch's text and image tokens (padding excluded) to ``counts``."""
+    if counts is None:
+        return
+    real = inputs["attention_mask"].bool()
+    image_id = getattr(processor, "image_token_id", None) or processor.tokenizer.convert_tokens_to_ids(
+        processor.image_token)
+    image = int(((inputs["input_ids"] == image_id) & real).sum())
+    counts["text"] = counts.get("text", 0) + int(real.sum()) - image
+    counts["image"] = counts.get("image", 0) + image
+
+
 def _inputs(processor, batch: list[dict], root: Path, condition: str, describer: str, padding_side: str,
             device) -> dict:
     """The batch's prompts through the model's chat template and processor (images only where shown)."""
@@ -59,8 +71,11 @@ def _inputs(processor, batch: list[dict], root: Path, condition: str, describer:
 
 @torch.no_grad()
 def score_letters(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
-                  describer: str = "full", batch_size: int = 32, progress: bool = True) -> list[dict]:
-    """Letter scores of each question: ``{"id_", "scores", "prediction", "correct"}``."""
+                  describer: str = "full", batch_size: int = 32, progress: bool = True,
+                  counts: dict | None = None) -> list[dict]:
+    """Letter scores of each question: ``{"id_", "scores", "prediction", "correct"}``.
+
+    ``counts``, if given, accumulates the ``text`` and ``image`` tokens processed."""
     root = Path(root)
     letters = letter_token_ids(processor.tokenizer, max(len(r["options"]) for r in records))
     model.eval()
@@ -69,6 +84,7 @@ def score_letters(model, processor, records: list[dict], root: str | Path, *, co
     for start in tqdm(range(0, len(records), batch_size), desc="scoring", unit="batch", disable=not progress):
         batch = records[start:start + batch_size]
         inputs = _inputs(processor, batch, root, condition, describer, "right", device)
+        _count_tokens(processor, inputs, counts)
         logits = model(**inputs).logits
         last = inputs["attention_mask"].sum(dim=1) - 1  # right padding: the prompt's last position
         logprobs = torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)
@@ -95,7 +111,7 @@ def parse_letter(text: str, n_options: int) -> int | None:
 @torch.no_grad()
 def generate_answers(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
                      describer: str = "full", batch_size: int = 16, max_new_tokens: int = 3,
-                     progress: bool = True) -> list[dict]:
+                     progress: bool = True, counts: dict | None = None) -> list[dict]:
     """K-VISCUIT's reference scoring: greedy generation of a few tokens, strictly parsed.
 
     A parse failure counts as wrong (``prediction`` is ``None``); never a random guess.
@@ -108,6 +124,7 @@ def generate_answers(model, processor, records: list[dict], root: str | Path, *,
     for start in tqdm(range(0, len(records), batch_size), desc="generating", unit="batch", disable=not progress):
         batch = records[start:start + batch_size]
         inputs = _inputs(processor, batch, root, condition, describer, "left", device)
+        _count_tokens(processor, inputs, counts)  # the prompts; generated tokens are few
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -200,8 +217,9 @@ def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, forc
         return json.loads((out / EVAL_FILE).read_text())
     records = load_dataset(config.data).records
     model, processor = load_evaluated_model(config)
+    tokens: dict = {}
     kwargs = dict(condition=config.condition, describer=config.describer, batch_size=config.batch_size,
-                  progress=progress)
+                  progress=progress, counts=tokens)
     with track("evaluate", out) as energy:
         if config.scoring == "letter":
             predictions = score_letters(model, processor, records, config.data, **kwargs)
@@ -213,7 +231,7 @@ def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, forc
              "options": by_id[p["id_"]]["options"], "answer": by_id[p["id_"]]["answer"]} for p in predictions]
     write_text_atomic(out / "predictions.jsonl", dumps_jsonl(kept))
     summary = {"fingerprint": key, "config": asdict(config), "metrics": metrics(records, predictions),
-               "questions": len(records), "questions_per_s": len(records) / energy["seconds"],
+               "questions": len(records), "questions_per_s": len(records) / energy["seconds"], "tokens": tokens,
                "energy": energy, "provenance": provenance(data=config.data)}
     if config.scoring == "generate":
         summary["parse_failure_rate"] = sum(p["prediction"] is None for p in predictions) / len(predictions)

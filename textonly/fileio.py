@@ -59,6 +59,20 @@ def finished_build(marker: str | os.PathLike, key: str) -> bool:
         return False
 
 
+def read_yaml(path: str | os.PathLike):
+    """A YAML file's content; an unreadable or malformed file is a one-line :class:`TextonlyError`."""
+    import yaml
+
+    from textonly.errors import TextonlyError
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TextonlyError(f"{path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise TextonlyError(f"{path}: not valid YAML ({exc})") from None
+
+
 def dumps_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 

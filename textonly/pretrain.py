@@ -34,13 +34,17 @@ from tqdm.auto import tqdm
 from textonly.cards import write_model_card
 from textonly.errors import TextonlyError
 from textonly.fileio import atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl
-from textonly.prompts import mcq_messages, mcq_text, user_content
+from textonly.prompts import LETTERS, mcq_messages, mcq_text, user_content
 
 WORLD_NAMES = ("wings", "heritage")
 CAPTION_PROMPT = "Describe the image."
 
 #: (language, alignment, instruction) steps per size at the default batch size.
 DEFAULT_STEPS = {"tiny": (100, 100, 70), "small": (300, 300, 100), "base": (600, 600, 400)}
+#: Answer-format drill steps per size (short text-only batches, interleaved with language).
+#: Off by default: measured on `small`, 3,000 drill steps (batch 8) left the format at
+#: chance (0.28), so they would only cost time within the 15-minute goal; see the book.
+DEFAULT_BINDING_STEPS = {"tiny": 0, "small": 0, "base": 0}
 
 
 @dataclass
@@ -65,10 +69,14 @@ class PretrainConfig:
     replay_fraction: float = 0.15
     knowledge_fraction: float = 0.15
     described_fraction: float = 0.25
+    binding_steps: int | None = None  # answer-format drills (see binding_drill); None: per size
     precision: str = "fp32"  # bf16 autocast measured no faster at these sizes on CPU
 
     def resolved_steps(self) -> tuple[int, int, int]:
         return tuple(self.steps) if self.steps else DEFAULT_STEPS[self.size]
+
+    def resolved_binding_steps(self) -> int:
+        return DEFAULT_BINDING_STEPS[self.size] if self.binding_steps is None else self.binding_steps
 
     def validate(self) -> None:
         from textonly.vlm import MODEL_SIZES
@@ -94,6 +102,7 @@ class Material:
     questions: list[tuple[str | None, dict]]  # (image key or None, record)
     image_files: dict[str, Path]
     appearance_known: list[str]  # targets whose appearance is in the text
+    option_words: list[str]  # every option text of the pretraining questions
 
 
 def gather_material(config: PretrainConfig) -> Material:
@@ -119,7 +128,8 @@ def gather_material(config: PretrainConfig) -> Material:
             if key:
                 images[key] = root / "images" / r["image_path"]
             questions.append((key, r))
-    return Material(statements, captions, questions, images, known)
+    words = sorted({o for _, r in questions for o in r["options"]})
+    return Material(statements, captions, questions, images, known, words)
 
 
 def corpus_for_tokenizer(config: PretrainConfig) -> list[str]:
@@ -202,6 +212,26 @@ def conversation(records: list[dict], condition: str, description: str | None = 
     return messages
 
 
+def binding_drill(words: list[str], rng: np.random.Generator, n_options: int = 4, n_turns: int = 3) -> list[dict]:
+    """A chat that drills the multiple-choice answer format: options, then every one of them asked for.
+
+    Answering "B" for the option that holds the answer is a skill of its own (symbol
+    binding) that small models learn slowly and only from many examples; these drills
+    give several answers per short conversation, in the study's chat format, with any
+    words of the world as options.
+    """
+    options = [words[i] for i in rng.choice(len(words), size=n_options, replace=False)]
+    listing = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+    messages = []
+    # asked with replacement: asking each option once would let the last answers be
+    # guessed by elimination, a shortcut that small models take instead of binding
+    for turn, k in enumerate(rng.integers(n_options, size=n_turns)):
+        ask = f"Which option is {options[k]}?"
+        messages += [{"role": "user", "content": f"{listing}\n{ask}" if turn == 0 else ask},
+                     {"role": "assistant", "content": LETTERS[k]}]
+    return messages
+
+
 def _pixel_values(processor, files: dict[str, Path], keys: list[str], progress: bool) -> torch.Tensor:
     from PIL import Image
 
@@ -235,13 +265,21 @@ def collate(samples: list[tuple[list[int], list[int], int | None]], pixels: torc
 
 
 def plan_schedule(config: PretrainConfig) -> list[str]:
-    """The kind of each step: 'language', 'alignment' or 'instruction'."""
+    """The kind of each step: 'language', 'binding', 'alignment' or 'instruction'.
+
+    Binding drills are text, like language batches, and are spread evenly through them;
+    ``image_start_fraction`` counts both.
+    """
     n_lang, n_align, n_instr = config.resolved_steps()
+    n_bind = config.resolved_binding_steps()
     rng = np.random.default_rng([config.seed, 11])
-    first = int(round(config.image_start_fraction * n_lang))
-    mixed = ["language"] * (n_lang - first) + ["alignment"] * n_align
+    text = ["language"] * n_lang + ["binding"] * n_bind
+    text = [text[i] for i in np.argsort(np.r_[np.arange(n_lang) / max(n_lang, 1), np.arange(n_bind) / max(n_bind, 1)],
+                                        kind="stable")]
+    first = int(round(config.image_start_fraction * len(text)))
+    mixed = text[first:] + ["alignment"] * n_align
     mixed = [mixed[i] for i in rng.permutation(len(mixed))]
-    return ["language"] * first + mixed + ["instruction"] * n_instr
+    return text[:first] + mixed + ["instruction"] * n_instr
 
 
 def fingerprint(config: PretrainConfig) -> str:
@@ -249,7 +287,9 @@ def fingerprint(config: PretrainConfig) -> str:
     worlds = [json.loads((Path(config.worlds) / name / "world.json").read_text())["fingerprint"]
               for name in WORLD_NAMES]
     code = [(Path(__file__).parent / module).read_bytes() for module in ("pretrain.py", "vlm.py", "prompts.py")]
-    return build_key(asdict(config), *worlds, *code)
+    # the worlds count by their content (their fingerprints), not by how their path is spelled
+    settings = {k: v for k, v in asdict(config).items() if k != "worlds"}
+    return build_key(settings, *worlds, *code)
 
 
 def flops_per_sample(summary: dict, n_text_tokens: int, n_images: int, image_tokens: int) -> float:
@@ -311,6 +351,8 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
         b = config.batch_size
         if kind == "language":
             return [text_sample() for _ in range(b)]
+        if kind == "binding":
+            return [(*maker.chat(binding_drill(material.option_words, rng)), None) for _ in range(b)]
         if kind == "alignment":
             return [draw(captions) for _ in range(b)]
         n_replay = int(round(config.replay_fraction * b))
@@ -375,8 +417,9 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
             (tmp / "report.json").write_text(dumps_json(report), encoding="utf-8")
         # the config (and the card read from it) last: with the right fingerprint it marks a finished build
         (tmp / "pretrain_config.json").write_text(dumps_json({
-            "fingerprint": key, "config": asdict(config), "steps": dict(zip(
-                ("language", "alignment", "instruction"), config.resolved_steps())),
+            "fingerprint": key, "config": asdict(config), "steps": {
+                **dict(zip(("language", "alignment", "instruction"), config.resolved_steps())),
+                "binding": config.resolved_binding_steps()},
             "parameters": summary, "image_tokens": image_tokens, "throughput": throughput,
             "material": {"statements": len(material.statements), "captions": len(material.captions),
                          "questions": len(material.questions), "images": len(keys)},
@@ -387,10 +430,27 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     return out
 
 
-def evaluate_base(model, processor, config: PretrainConfig, *, progress: bool = True) -> dict:
-    """What the base model knows: attributes on held-out images, knowledge in text, and the targets.
+def format_probe(words: list[str], seed: int = 0, n: int = 200) -> list[dict]:
+    """The answer format alone: "Which option is X?" in the study's prompt, X among the options.
 
-    Per world: accuracy per attribute on ``pretrain_eval`` (held-out generic individuals),
+    A model that has learned to answer by letter gets these right from the text; one that
+    has not sits at chance, whatever it knows.
+    """
+    rng = np.random.default_rng([seed, 99])
+    drills = []
+    for i in range(n):
+        options = [words[j] for j in rng.choice(len(words), size=4, replace=False)]
+        answer = int(rng.integers(4))
+        drills.append({"question": f"Which option is {options[answer]}?", "options": options, "answer": answer,
+                       "category": "format", "id_": f"format.{i}", "question_type": 0, "image_path": None})
+    return drills
+
+
+def evaluate_base(model, processor, config: PretrainConfig, *, progress: bool = True) -> dict:
+    """What the base model knows: the answer format, attributes on held-out images, knowledge
+    in text, and the targets.
+
+    The answer format (:func:`format_probe`) is measured once. Per world: accuracy per attribute on ``pretrain_eval`` (held-out generic individuals),
     text knowledge questions about pretraining kinds, and Type 1 / Type 2 on the targets'
     test images before any fine-tuning (the study's ``original`` row), with 95% intervals
     clustered by image.
@@ -399,6 +459,10 @@ def evaluate_base(model, processor, config: PretrainConfig, *, progress: bool = 
     from textonly.evaluate import accuracy_table, score_letters
 
     report = {}
+    drills = format_probe(gather_material(config).option_words, config.seed)
+    report["format"] = {"format": accuracy_table(drills, score_letters(model, processor, drills, config.worlds,
+                                                                       condition="no_image", progress=progress),
+                                                 by="category")}
     for name in WORLD_NAMES:
         root = Path(config.worlds) / name
         probe = load_dataset(root / "pretrain_eval", check_images=False).records

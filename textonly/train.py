@@ -154,6 +154,23 @@ def load_for_training(config: TrainConfig):
     return model, processor
 
 
+def parameter_parts(model) -> dict:
+    """Parameters of the vision tower, projector and language model (for FLOP counts), any architecture.
+
+    LLaVA and LLaVA-NeXT name them ``vision_tower`` / ``multi_modal_projector`` /
+    ``language_model``; Qwen2-VL keeps its projector (``merger``) inside ``visual``.
+    """
+    from textonly.vlm import size_summary
+
+    parts = size_summary(model)
+    if not parts["vision_tower"]:
+        for name, p in model.named_parameters():
+            if ".visual." in f".{name}":
+                parts["multi_modal_projector" if ".merger." in name else "vision_tower"] += p.numel()
+    # LoRA and saved copies are counted in total but belong to no part of the base model
+    return parts
+
+
 def fingerprint(config: TrainConfig) -> str:
     from textonly.provenance import data_hash, model_identity
 
@@ -238,6 +255,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
         "peak_memory_mb": {"process_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                            "gpu": torch.cuda.max_memory_allocated() / 2**20 if use_cuda else None},
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "parameters": parameter_parts(trainer.model),
         "provenance": provenance(seed=config.seed, data=config.data),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
