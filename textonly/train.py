@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,7 +60,6 @@ class TrainConfig:
     max_steps: int = -1  # > 0 stops early (smoke runs and tests)
     save_steps: int = 10
     quantization: str | None = None  # "4bit": QLoRA through bitsandbytes
-    extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         """The config with every preset value filled in (what the run records)."""
@@ -181,7 +180,7 @@ def fingerprint(config: TrainConfig) -> str:
 def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None, progress: bool = True,
           force: bool = False) -> dict:
     """Run (or resume, or find finished) one fine-tuning run in ``out``; returns its ``run.json``."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     from textonly.data import load_dataset
@@ -224,27 +223,19 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
         use_cpu=not use_cuda, bf16=use_cuda and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
         disable_tqdm=not progress,
     )
-    curve: list[dict] = []
-
-    class Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                curve.append({"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-                              "loss": logs["loss"], "lr": logs.get("learning_rate")})
-
     trainer = Trainer(model=model, args=args, train_dataset=samples, data_collator=collator,
-                      callbacks=[Record(), *(callbacks or [])])
+                      callbacks=callbacks)
     resume = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     if use_cuda:
         torch.cuda.reset_peak_memory_stats()
     with track("train", out) as energy:
         result = trainer.train(resume_from_checkpoint=resume)
-    # the curve of a resumed run: earlier steps come from the checkpoint's log history
+    # the log history holds every step, a resumed run's earlier ones from its checkpoint
     history = [{"step": h["step"], "epoch": round(h.get("epoch", 0), 4), "loss": h["loss"],
                 "lr": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
     epochs_done = trainer.state.epoch or 0.0
     trainer.model.save_pretrained(out / "adapter")
-    write_text_atomic(out / "curves.jsonl", dumps_jsonl(history or curve))
+    write_text_atomic(out / "curves.jsonl", dumps_jsonl(history))
     summary = {
         "fingerprint": key, "config": asdict(config), "samples": len(samples), "questions": len(dataset.records),
         "steps": trainer.state.global_step, "epochs": epochs_done, "resumed_from": resume and Path(resume).name,
