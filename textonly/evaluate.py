@@ -44,16 +44,21 @@ def _load_image(root: Path, record: dict):
         return image.convert("RGB")
 
 
-def _count_tokens(processor, inputs: dict, counts: dict | None) -> None:
-    """Add a batch's text and image tokens (padding excluded) to ``counts``."""
-    if counts is None:
-        return
-    real = inputs["attention_mask"].bool()
+def token_counts(processor, batch: dict) -> tuple[int, int]:
+    """(text tokens, image tokens) of a processed batch, padding excluded, for any VLM processor."""
+    real = batch["attention_mask"].bool()
     image_id = getattr(processor, "image_token_id", None) or processor.tokenizer.convert_tokens_to_ids(
         processor.image_token)
-    image = int(((inputs["input_ids"] == image_id) & real).sum())
-    counts["text"] = counts.get("text", 0) + int(real.sum()) - image
-    counts["image"] = counts.get("image", 0) + image
+    image = int(((batch["input_ids"] == image_id) & real).sum())
+    return int(real.sum()) - image, image
+
+
+def _count_tokens(processor, inputs: dict, counts: dict | None) -> None:
+    """Add a batch's text and image tokens to ``counts``."""
+    if counts is not None:
+        text, image = token_counts(processor, inputs)
+        counts["text"] = counts.get("text", 0) + text
+        counts["image"] = counts.get("image", 0) + image
 
 
 def _inputs(processor, batch: list[dict], root: Path, condition: str, describer: str, padding_side: str,

@@ -97,10 +97,6 @@ class Collator:
         self.processor = processor
         self.root = root
         self.describer = describer
-        tokenizer = processor.tokenizer
-        self.pad_id = tokenizer.pad_token_id
-        self.image_token_id = getattr(processor, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
-            processor.image_token)
 
     def _image(self, record: dict):
         from PIL import Image
@@ -129,12 +125,6 @@ class Collator:
         return dict(batch)
 
     __call__ = encode
-
-    def token_counts(self, batch: dict) -> tuple[int, int]:
-        """(text tokens, image tokens) of a batch, padding excluded."""
-        real = batch["attention_mask"].bool()
-        image = int(((batch["input_ids"] == self.image_token_id) & real).sum())
-        return int(real.sum()) - image, image
 
 
 def load_for_training(config: TrainConfig):
@@ -185,6 +175,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
 
     from textonly.data import load_dataset
     from textonly.energy import track
+    from textonly.evaluate import token_counts
     from textonly.provenance import provenance
 
     config = config.resolved()
@@ -210,7 +201,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
     # training would depend on where a run was interrupted)
     epoch_text = epoch_image = 0
     for i in range(0, len(samples), 16):
-        t, im = collator.token_counts(collator(samples[i:i + 16]))
+        t, im = token_counts(processor, collator(samples[i:i + 16]))
         epoch_text, epoch_image = epoch_text + t, epoch_image + im
 
     use_cuda = torch.cuda.is_available()
