@@ -93,12 +93,17 @@ def _image_only_processor(source: str, **kwargs):
 
     cls = PROCESSOR_MAPPING[type(AutoConfig.from_pretrained(source, **kwargs))]
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    parts = dict.fromkeys(cls.get_attributes())
-    parts.update(image_processor=AutoImageProcessor.from_pretrained(source, **kwargs), tokenizer=tokenizer)
     chat_template = cls.get_processor_dict(source, **kwargs)[0].get("chat_template") or tokenizer.chat_template
+    return new_processor(cls, image_processor=AutoImageProcessor.from_pretrained(source, **kwargs),
+                         tokenizer=tokenizer, chat_template=chat_template)
+
+
+def new_processor(cls, **parts):
+    """``cls(**parts)`` without its class check on the parts, which needs torchvision for Qwen2-VL."""
+    parts = {**dict.fromkeys(cls.get_attributes()), **parts}
     processor = cls.__new__(cls)
-    processor.check_argument_for_proper_class = lambda name, arg: None  # the check that needs torchvision
-    processor.__init__(**parts, chat_template=chat_template)
+    processor.check_argument_for_proper_class = lambda name, arg: None
+    processor.__init__(**parts)
     del processor.check_argument_for_proper_class
     return processor
 

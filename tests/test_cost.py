@@ -1,0 +1,122 @@
+"""Cost accounting: the paper's architectures built offline, tokens, and the FLOP formula."""
+
+import pytest
+import torch
+from PIL import Image
+
+from textonly import architectures, cost
+from textonly.data import write_dataset
+from textonly.errors import TextonlyError
+
+RECORD = {"question": "Which species is shown in the image?", "options": ["MONARCH", "ADMIRAL", "PEACOCK", "ATLAS"],
+          "answer": 2, "category": "c", "question_type": 1,
+          "descriptions": {"d": "An orange butterfly with black veins and white spots on the margin."}}
+
+
+def _image_bytes(size, colour=(200, 90, 40)):
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images_dataset(tmp_path_factory):
+    """Two questions on a small square and a large wide image."""
+    root = tmp_path_factory.mktemp("cost") / "data"
+    records = [dict(RECORD, id_="small", image_path="small.png"), dict(RECORD, id_="wide", image_path="wide.png")]
+    write_dataset(root, records, card="# cost test\n",
+                  images={"small.png": _image_bytes((224, 224)), "wide.png": _image_bytes((1400, 500))})
+    return root, records
+
+
+def test_published_sizes():
+    """The full-size configs have the published parameter counts (about 7B, 7.6B, 8.3B)."""
+    counts = {}
+    for name in architectures.ARCHITECTURES:
+        model = architectures.model(name, device="meta")
+        counts[name] = sum(p.numel() for p in model.parameters()) / 1e9
+    assert 7.0 < counts["llava-v1.6-vicuna-7b"] < 7.1
+    assert 7.5 < counts["llava-v1.6-mistral-7b"] < 7.6
+    assert 8.2 < counts["qwen2-vl-7b"] < 8.4
+
+
+@pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
+def test_processor_counts_image_tokens(name, images_dataset):
+    root, records = images_dataset
+    processor = architectures.processor(name)
+    rows = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    small, wide = rows
+    assert small["image_tokens"] > 0 and wide["image_tokens"] > small["image_tokens"]
+    assert small["text_tokens"] == wide["text_tokens"]  # same question, different images
+    assert small["text_only_tokens"] > small["description_tokens"] > 10
+    if name.startswith("llava"):
+        assert small["vision_tiles"] == 3 and wide["vision_tiles"] == 4  # base + 1x2 grid; base + 1x3 grid
+        assert processor.tokenizer.image_token_id == 32000
+    else:
+        assert small["vision_patches"] == 16 * 16 and small["image_tokens"] == 64  # 224 px: 16x16 patches, 2x2 merge
+        assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
+
+
+def test_qwen_resolution_bounds_change_tokens(images_dataset):
+    root, records = images_dataset
+    low = architectures.processor("qwen2-vl-7b", max_pixels=256 * 28 * 28)
+    high = architectures.processor("qwen2-vl-7b")
+    wide_low = cost.sample_tokens(low, records[1:], root, describer=None, progress=False)[0]
+    wide_high = cost.sample_tokens(high, records[1:], root, describer=None, progress=False)[0]
+    assert wide_low["image_tokens"] <= 256 < wide_high["image_tokens"]
+
+
+def _narrow(name):
+    """The architecture with its real layer types and patching but narrow widths and 2 layers."""
+    config = architectures.config(name, layers=2, vision_layers=2)
+    text = config.text_config
+    text.hidden_size, text.intermediate_size, text.num_attention_heads = 64, 96, 4
+    text.num_key_value_heads = 2 if name != "llava-v1.6-vicuna-7b" else 4
+    text.head_dim = 16
+    if config.model_type == "llava_next":
+        v = config.vision_config
+        v.hidden_size, v.intermediate_size, v.num_attention_heads = 32, 64, 2
+    else:
+        text.rope_parameters["mrope_section"] = [2, 3, 3]
+        v = config.vision_config
+        v.embed_dim, v.num_heads, v.hidden_size = 32, 2, 64
+    return config
+
+
+@pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
+@pytest.mark.parametrize("mode", cost.COST_MODES)
+def test_flop_formula_matches_counter(name, mode, images_dataset):
+    """The formula equals torch's FLOP counter on the real classes (eager attention), LoRA as trained."""
+    from peft import get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForImageTextToText
+
+    from textonly.train import Collator
+    from textonly.vlm import lora_config
+
+    root, records = images_dataset
+    config = _narrow(name)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
+    model = get_peft_model(model, lora_config(r=cost.LORA_R, alpha=32))
+    processor = architectures.processor(name)
+    row = cost.sample_tokens(processor, records[1:], root, describer="d", progress=False)[0]
+    batch = Collator(processor, root, "d")([(records[1], "image" if mode == "image_text" else "description")])
+    with FlopCounterMode(display=False) as counter:
+        model(**batch).loss.backward()
+    predicted = cost.training_flops(config, row, mode)["total"]
+    assert predicted == counter.get_total_flops()
+
+
+def test_run_cost_and_bad_mode():
+    config = architectures.config("qwen2-vl-7b")
+    rows = [{"text_tokens": 60, "image_tokens": 64, "vision_patches": 256, "text_only_tokens": 120}] * 3
+    run = cost.run_cost(config, rows)
+    assert run["image_text"]["tokens"] == 5 * 3 * 124 and run["text_only"]["tokens"] == 5 * 3 * 120
+    assert run["image_text"]["parts"]["vision_tower"] > 0 == run["text_only"]["parts"]["vision_tower"]
+    assert -1 < run["saving"] < 1
+    with pytest.raises(TextonlyError, match="choose from"):
+        cost.training_flops(config, rows[0], "mixed")

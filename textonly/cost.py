@@ -1,0 +1,195 @@
+"""What a training sample costs: tokens from the real processors, FLOPs from the architecture.
+
+* :func:`sample_tokens` runs a model's processor on a dataset exactly as training does (the
+  :class:`textonly.train.Collator`), once per training sample and mode: image tokens, text
+  tokens, and what the vision tower sees (LLaVA-NeXT tiles, Qwen2-VL patches).
+* :func:`training_flops` gives the matrix-multiply FLOPs of one training step on one sample
+  (batch 1, as the paper's batch 1 x accumulation 32) from the config's dimensions: LoRA on
+  the language model's ``q_proj``/``v_proj``, the projector trained in full, the vision tower
+  frozen. The formula (written out in the book's cost chapter):
+
+  - a frozen linear layer ``n_in -> n_out`` on ``T`` tokens: ``2 T n_in n_out`` forward and
+    the same again backward (the input gradient only; no weight gradient);
+  - a trained one (LoRA matrices, projector): forward, then input and weight gradients;
+  - attention over ``T`` positions: ``4 T^2 d`` forward (``QK^T`` and ``AV``, dense, as
+    eager and SDPA-math kernels compute it), twice that backward;
+  - the first layer of a ``text_only`` sample gets no input gradient where nothing before it
+    is trained (its ``k_proj`` and the base ``q_proj``/``v_proj``, and ``dK``);
+  - the vision tower runs forward only; LLaVA-NeXT's projector needs no input gradient in its
+    first layer (Qwen2-VL's merger starts with a trained LayerNorm, so it does);
+  - the LM head projects every position (as transformers does when training).
+
+  A test checks the formula against ``torch.utils.flop_counter`` on the real model classes.
+* :func:`run_cost` adds samples up over a training run (epochs x samples).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textonly.errors import TextonlyError
+
+COST_MODES = ("image_text", "text_only")
+EPOCHS = 5  # the paper's setting
+LORA_R = 16  # train.PRESETS["paper"]
+
+
+# --- tokens ----------------------------------------------------------------------------
+
+def sample_tokens(processor, records: list[dict], root: str | Path, *, describer: str | None,
+                  progress: bool = True) -> list[dict]:
+    """Per record: the tokens of its ``image_text`` and ``text_only`` training samples.
+
+    ``describer``: which of ``record["descriptions"]`` stands in for the image (None: no
+    ``text_only`` sample). Each row holds ``text_tokens``/``image_tokens`` of the
+    ``image_text`` sample, ``text_only_tokens``, ``description_tokens`` (the description's
+    own tokens), the image's size, and ``vision_tiles`` (LLaVA-NeXT: 336 px tiles the CLIP
+    tower encodes) or ``vision_patches`` (Qwen2-VL: 14 px patches before the 2x2 merge).
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from textonly.evaluate import token_counts
+    from textonly.train import Collator
+
+    root = Path(root)
+    collator = Collator(processor, root, describer or "")
+    rows = []
+    for record in tqdm(records, desc="tokenizing", unit="sample", disable=not progress):
+        if record.get("image_path") is None:
+            continue
+        batch = collator([(record, "image")])
+        text, image = token_counts(processor, batch)
+        with Image.open(root / "images" / record["image_path"]) as im:
+            width, height = im.size
+        row = {"id_": record["id_"], "question_type": record.get("question_type"), "image_path": record["image_path"],
+               "width": width, "height": height, "text_tokens": text, "image_tokens": image,
+               "vision_tiles": 0, "vision_patches": 0}
+        if "image_grid_thw" in batch:  # Qwen2-VL: (t, h, w) patches per image
+            row["vision_patches"] = int(batch["image_grid_thw"].prod(-1).sum())
+        elif "pixel_values" in batch and batch["pixel_values"].dim() == 5:  # LLaVA-NeXT: tiles per image
+            from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+            ip = processor.image_processor
+            row["vision_tiles"] = int(image_size_to_num_patches(
+                batch["image_sizes"][0].tolist(), ip.image_grid_pinpoints, ip.crop_size["height"]))
+        if describer is not None:
+            description = (record.get("descriptions") or {}).get(describer)
+            if description is None:
+                raise TextonlyError(f"question {record['id_']!r} has no {describer!r} description")
+            only = collator([(record, "description")])
+            row["text_only_tokens"] = token_counts(processor, only)[0]
+            row["description_tokens"] = len(processor.tokenizer(description, add_special_tokens=False)["input_ids"])
+        rows.append(row)
+    return rows
+
+
+# --- FLOPs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LanguageDims:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+
+
+def language_dims(config) -> LanguageDims:
+    """The language model's dimensions from a VLM config (LLaVA-NeXT or Qwen2-VL)."""
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return LanguageDims(text.hidden_size, text.num_hidden_layers, text.num_attention_heads,
+                        text.num_key_value_heads or text.num_attention_heads, head_dim, text.intermediate_size,
+                        text.vocab_size)
+
+
+def _linear(tokens: int, n_in: int, n_out: int) -> int:
+    return 2 * tokens * n_in * n_out
+
+
+def language_flops(dims: LanguageDims, tokens: int, *, lora_r: int = LORA_R, first_input_grad: bool = True) -> dict:
+    """Forward and backward FLOPs of the LoRA-tuned language model on one sequence of ``tokens``.
+
+    ``first_input_grad``: whether the first layer's input needs a gradient (it does when a
+    trained projector feeds it, i.e. an ``image_text`` sample).
+    """
+    t, d = tokens, dims.hidden
+    q_out, kv_out = dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
+    frozen = _linear(t, d, q_out) + 2 * _linear(t, d, kv_out) + _linear(t, q_out, d) + 3 * _linear(t, d, dims.intermediate)
+    attention = 2 * 2 * t * t * q_out
+    lora_a = 2 * _linear(t, d, lora_r)  # q and v
+    lora_b = _linear(t, lora_r, q_out) + _linear(t, lora_r, kv_out)
+    head = _linear(t, d, dims.vocab)
+    forward = dims.layers * (frozen + attention + lora_a + lora_b) + head
+    # backward: frozen layers give input gradients (x1); attention x2; LoRA B weight + input
+    # gradients, LoRA A weight (+ input) gradients; the LM head's input gradient
+    per_layer = frozen + 2 * attention + 2 * lora_b + 2 * lora_a
+    backward = dims.layers * per_layer + head
+    if not first_input_grad:  # layer 0's q/k/v base projections, LoRA A input gradient and dK are skipped
+        backward -= _linear(t, d, q_out) + 2 * _linear(t, d, kv_out) + lora_a + 2 * t * t * q_out
+    return {"forward": forward, "backward": backward}
+
+
+def vision_flops(config, *, tiles: int = 0, patches: int = 0) -> dict:
+    """Forward FLOPs of the frozen vision tower and forward + backward of the trained projector, for one image."""
+    if config.model_type == "llava_next":
+        v = config.vision_config
+        n = (v.image_size // v.patch_size) ** 2  # patches per tile
+        s = n + 1  # with the class token
+        embed = _linear(n, 3 * v.patch_size ** 2, v.hidden_size)
+        layer = 4 * _linear(s, v.hidden_size, v.hidden_size) + 2 * 2 * s * s * v.hidden_size \
+            + 2 * _linear(s, v.hidden_size, v.intermediate_size)
+        tower = tiles * (embed + v.num_hidden_layers * layer)
+        features = n if config.vision_feature_select_strategy == "default" else s
+        first = _linear(features, v.hidden_size, config.text_config.hidden_size)
+        second = _linear(features, config.text_config.hidden_size, config.text_config.hidden_size)
+        return {"vision_tower": tower, "projector_forward": tiles * (first + second),
+                "projector_backward": tiles * (first + 2 * second)}
+    if config.model_type == "qwen2_vl":
+        v = config.vision_config
+        d, n = v.embed_dim, patches
+        embed = _linear(n, v.in_channels * v.temporal_patch_size * v.patch_size ** 2, d)
+        layer = _linear(n, d, 3 * d) + _linear(n, d, d) + 2 * 2 * n * n * d + 2 * _linear(n, d, d * v.mlp_ratio)
+        tower = embed + v.depth * layer
+        merged, width = n // v.spatial_merge_size ** 2, d * v.spatial_merge_size ** 2
+        first = _linear(merged, width, width)
+        second = _linear(merged, width, v.hidden_size)
+        # the merger's trained LayerNorm comes first, so its first linear also gives an input gradient
+        return {"vision_tower": tower, "projector_forward": first + second,
+                "projector_backward": 2 * (first + second)}
+    raise TextonlyError(f"no FLOP formula for model type {config.model_type!r}")
+
+
+def training_flops(config, row: dict, mode: str, *, lora_r: int = LORA_R) -> dict:
+    """FLOPs of one training step on one sample (a row of :func:`sample_tokens`), by part."""
+    if mode not in COST_MODES:
+        raise TextonlyError(f"mode {mode!r}: choose from {', '.join(COST_MODES)}")
+    dims = language_dims(config)
+    if mode == "text_only":
+        lm = language_flops(dims, row["text_only_tokens"], lora_r=lora_r, first_input_grad=False)
+        parts = {"vision_tower": 0, "projector": 0}
+    else:
+        lm = language_flops(dims, row["text_tokens"] + row["image_tokens"], lora_r=lora_r)
+        v = vision_flops(config, tiles=row.get("vision_tiles", 0), patches=row.get("vision_patches", 0))
+        parts = {"vision_tower": v["vision_tower"], "projector": v["projector_forward"] + v["projector_backward"]}
+    parts.update(language_forward=lm["forward"], language_backward=lm["backward"])
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def run_cost(config, rows: list[dict], *, epochs: float = EPOCHS, lora_r: int = LORA_R) -> dict:
+    """Tokens and FLOPs of a whole training run over ``rows`` (one sample each), per mode."""
+    out = {}
+    for mode in COST_MODES:
+        flops = [training_flops(config, r, mode, lora_r=lora_r) for r in rows]
+        tokens = [r["text_only_tokens"] if mode == "text_only" else r["text_tokens"] + r["image_tokens"] for r in rows]
+        out[mode] = {"samples": len(rows), "epochs": epochs, "tokens": epochs * sum(tokens),
+                     "flops": epochs * sum(f["total"] for f in flops),
+                     "parts": {k: epochs * sum(f[k] for f in flops) for k in flops[0] if k != "total"} if flops else {}}
+    if rows:
+        out["saving"] = 1 - out["text_only"]["flops"] / out["image_text"]["flops"]
+    return out
