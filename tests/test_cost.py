@@ -120,3 +120,80 @@ def test_run_cost_and_bad_mode():
     assert -1 < run["saving"] < 1
     with pytest.raises(TextonlyError, match="choose from"):
         cost.training_flops(config, rows[0], "mixed")
+
+
+@pytest.fixture(scope="module")
+def embedded(images_dataset):
+    """A tiny embedded VLM (the study's own LLaVA) and its processor."""
+    from textonly import vlm
+
+    tokenizer = vlm.train_tokenizer([RECORD["question"], " ".join(RECORD["options"]),
+                                     RECORD["descriptions"]["d"]] * 3, vocab_size=300)
+    return vlm.make_model("tiny", tokenizer), vlm.make_processor(tokenizer)
+
+
+@pytest.mark.parametrize("mode", cost.COST_MODES)
+def test_flop_formula_matches_counter_embedded(mode, embedded, images_dataset):
+    from peft import get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from textonly.train import Collator
+    from textonly.vlm import lora_config
+
+    root, records = images_dataset
+    model, processor = embedded
+    model.config._attn_implementation = "eager"
+    for sub in (model.config.text_config, model.config.vision_config):
+        sub._attn_implementation = "eager"
+    peft_model = get_peft_model(model, lora_config(r=cost.LORA_R, alpha=32))
+    row = cost.sample_tokens(processor, records[:1], root, describer="d", progress=False)[0]
+    assert row["vision_tiles"] == 1
+    batch = Collator(processor, root, "d")([(records[0], "image" if mode == "image_text" else "description")])
+    with FlopCounterMode(display=False) as counter:
+        peft_model(**batch).loss.backward()
+    assert cost.training_flops(model.config, row, mode)["total"] == counter.get_total_flops()
+    peft_model.unload()
+
+
+def test_measure_training_on_cpu(embedded, images_dataset, tmp_path):
+    """Both modes run, report per-sample figures and leave the model without LoRA."""
+    from textonly.measure import measure_training
+
+    root, records = images_dataset
+    model, processor = embedded
+    results = {mode: measure_training(model, processor, records, root, mode=mode, out=tmp_path, describer="d",
+                                      samples=4, warmup=1, accumulation=2, peak_flops=1e11, progress=False)
+               for mode in cost.COST_MODES}
+    for mode, r in results.items():
+        assert r["seconds_per_sample"] > 0 and 0 < r["mfu"] < 1 and r["samples"] == 4
+        assert r["flops_per_sample"] > 0 and r["energy_mode"]
+    assert results["image_text"]["image_tokens_per_sample"] == 64 and results["text_only"]["image_tokens_per_sample"] == 0
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    with pytest.raises(TextonlyError, match="describer"):
+        measure_training(model, processor, records, root, mode="text_only", out=tmp_path)
+
+
+@pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
+def test_image_tokens_from_sizes_match_the_processor(name, images_dataset):
+    root, records = images_dataset
+    measured = cost.sample_tokens(architectures.processor(name), records, root, describer=None, progress=False)
+    from_sizes = cost.image_tokens_for_sizes(name, [(r["width"], r["height"]) for r in measured])
+    for m, s in zip(measured, from_sizes):
+        assert (m["image_tokens"], m["vision_tiles"], m["vision_patches"]) == \
+            (s["image_tokens"], s["vision_tiles"], s["vision_patches"])
+
+
+def test_break_even_and_sweep(images_dataset):
+    root, records = images_dataset
+    rows = [dict(r, architecture="qwen2-vl-7b", dataset="t") for r in
+            cost.sample_tokens(architectures.processor("qwen2-vl-7b"), records, root, describer="d", progress=False)]
+    config = architectures.config("qwen2-vl-7b")
+    small = rows[0]
+    n = cost.break_even_description_tokens(config, small)
+    rest = small["text_only_tokens"] - small["description_tokens"]
+    assert cost.training_flops(config, dict(small, text_only_tokens=rest + n), "text_only")["total"] >= \
+        cost.training_flops(config, small, "image_text")["total"] > \
+        cost.training_flops(config, dict(small, text_only_tokens=rest + n - 1), "text_only")["total"]
+    sweep = {s["setting"]: s for s in cost.resolution_sweep(rows)}
+    assert sweep["max 64 tokens"]["image_tokens_per_sample"] < sweep["max 16384 tokens"]["image_tokens_per_sample"]
+    assert sweep["max 64 tokens"]["predicted_saving"] < sweep["max 16384 tokens"]["predicted_saving"]

@@ -153,6 +153,93 @@ def _study(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cost_tokens(args: argparse.Namespace) -> int:
+    import csv
+
+    from textonly import architectures
+    from textonly.cost import token_table
+    from textonly.fileio import dumps_json, write_text_atomic
+    from textonly.provenance import provenance
+
+    datasets = {}
+    for item in args.data:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise TextonlyError(f"--data {item}: write NAME=FOLDER (e.g. k-viscuit=data/real/k-viscuit-captioner)")
+        datasets[name] = path
+    archs = list(architectures.ARCHITECTURES) if args.arch == ["all"] else args.arch
+    rows = token_table(datasets, archs, describer=args.describer)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out)
+    meta = {"describer": args.describer, "datasets": {k: provenance(data=v)["data_hash"] for k, v in datasets.items()},
+            "architectures": {a: {"hub_id": architectures.get(a).hub_id,
+                                  "tokenizer": architectures.get(a).tokenizer_source} for a in archs},
+            "rows": len(rows), "command": "python -m textonly " + " ".join(sys.argv[1:]), "provenance": provenance()}
+    write_text_atomic(out.with_suffix(".json"), dumps_json(meta))
+    print(f"{len(rows)} rows -> {out} (provenance in {out.with_suffix('.json')})")
+    return 0
+
+
+def _cost_measure(args: argparse.Namespace) -> int:
+    import torch
+
+    from textonly import architectures
+    from textonly.data import load_dataset
+    from textonly.fileio import dumps_json, write_text_atomic
+    from textonly.measure import matmul_peak, measure_training
+    from textonly.provenance import provenance
+
+    if (args.arch is None) == (args.model is None):
+        raise TextonlyError("give one of --arch (random weights of a paper architecture) or --model (a folder)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype)
+    if args.arch:
+        model = architectures.model(args.arch, layers=args.layers, vision_layers=args.vision_layers, dtype=dtype,
+                                    device=device)
+        processor = architectures.processor(args.arch, max_pixels=args.max_pixels)
+    else:
+        from textonly.hub import load_model
+
+        model, processor = load_model(args.model, dtype=dtype, device=device)
+    out = Path(args.out)
+    peak = matmul_peak(device, dtype)
+    print(f"measured matmul peak on {device} in {args.dtype}: {peak / 1e12:.2f} TFLOP/s")
+    records = load_dataset(args.data).records
+    results = [measure_training(model, processor, records, args.data, mode=mode, out=out.parent / (out.stem + "-energy"),
+                                describer=args.describer, samples=args.samples, warmup=args.warmup,
+                                accumulation=args.accumulation, peak_flops=peak)
+               for mode in args.modes]
+    for r in results:
+        print(f"{r['mode']:>10}: {r['seconds_per_sample']:.3f} s/sample, {r['tokens_per_sample']:.0f} tokens, "
+              f"MFU {r['mfu']:.1%}, peak memory {r['peak_memory_mb']:.0f} MB")
+    summary = {"architecture": args.arch, "model": args.model, "layers": args.layers,
+               "vision_layers": args.vision_layers, "max_pixels": args.max_pixels, "data": str(args.data),
+               "describer": args.describer, "results": results,
+               "command": "python -m textonly " + " ".join(sys.argv[1:]), "provenance": provenance(data=args.data)}
+    if torch.cuda.is_available():
+        summary["provenance"]["device"]["driver"] = _nvidia_driver()
+    write_text_atomic(out, dumps_json(summary))
+    print(f"-> {out}")
+    return 0
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # no NVML: the driver stays unrecorded
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textonly", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -240,6 +327,32 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--force", action="store_true", help="execute even the steps that are up to date")
             sp.add_argument("--dry-run", action="store_true", help="list what would run; execute nothing")
         sp.set_defaults(func=_study)
+
+    cost = verbs.add_parser("cost", help="the cost of a training sample: tokens, FLOPs, measured steps")
+    cverbs = cost.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tok = cverbs.add_parser("tokens", help="run the paper architectures' processors on datasets; tokens per sample")
+    tok.add_argument("--data", action="append", required=True, metavar="NAME=FOLDER",
+                     help="a dataset with descriptions (repeatable); NAME keys the paper's run size")
+    tok.add_argument("--describer", required=True, help="the description label that stands in for the image")
+    tok.add_argument("--arch", nargs="+", default=["all"], help="architectures (default: all)")
+    tok.add_argument("--out", required=True, help="CSV to write (and its .json provenance beside it)")
+    tok.set_defaults(func=_cost_tokens)
+    me = cverbs.add_parser("measure", help="time LoRA training steps in both modes (GPU or CPU)")
+    me.add_argument("--arch", default=None, help="a paper architecture, random weights (textonly.architectures)")
+    me.add_argument("--model", default=None, help="or a model folder / hub id (e.g. an embedded base model)")
+    me.add_argument("--data", type=Path, required=True, help="dataset folder with descriptions")
+    me.add_argument("--describer", required=True, help="the description label for text_only")
+    me.add_argument("--modes", nargs="+", default=["image_text", "text_only"])
+    me.add_argument("--samples", type=int, default=32, help="timed samples per mode")
+    me.add_argument("--warmup", type=int, default=2, help="untimed samples first")
+    me.add_argument("--accumulation", type=int, default=32, help="gradient accumulation (batch 1, as the paper)")
+    me.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    me.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    me.add_argument("--layers", type=int, default=None, help="fewer language layers (a CPU check of the path)")
+    me.add_argument("--vision-layers", type=int, default=None, help="fewer vision layers")
+    me.add_argument("--max-pixels", type=int, default=None, help="Qwen2-VL's image pixel bound")
+    me.add_argument("--out", required=True, help="JSON to write")
+    me.set_defaults(func=_cost_measure)
 
     data = verbs.add_parser("data", help="datasets in the study's layout (annotations.jsonl + images/)")
     dverbs = data.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -68,6 +68,8 @@ def sample_tokens(processor, records: list[dict], root: str | Path, *, describer
                "vision_tiles": 0, "vision_patches": 0}
         if "image_grid_thw" in batch:  # Qwen2-VL: (t, h, w) patches per image
             row["vision_patches"] = int(batch["image_grid_thw"].prod(-1).sum())
+        elif "pixel_values" in batch and batch["pixel_values"].dim() == 4:  # LLaVA: one tile per image
+            row["vision_tiles"] = 1
         elif "pixel_values" in batch and batch["pixel_values"].dim() == 5:  # LLaVA-NeXT: tiles per image
             from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
@@ -136,13 +138,14 @@ def language_flops(dims: LanguageDims, tokens: int, *, lora_r: int = LORA_R, fir
 
 def vision_flops(config, *, tiles: int = 0, patches: int = 0) -> dict:
     """Forward FLOPs of the frozen vision tower and forward + backward of the trained projector, for one image."""
-    if config.model_type == "llava_next":
+    if config.model_type in ("llava", "llava_next"):  # LLaVA (the embedded models): one tile per image
         v = config.vision_config
         n = (v.image_size // v.patch_size) ** 2  # patches per tile
         s = n + 1  # with the class token
         embed = _linear(n, 3 * v.patch_size ** 2, v.hidden_size)
         layer = 4 * _linear(s, v.hidden_size, v.hidden_size) + 2 * 2 * s * s * v.hidden_size \
             + 2 * _linear(s, v.hidden_size, v.intermediate_size)
+        # every CLIP layer runs, also when the features are taken from the second-to-last one
         tower = tiles * (embed + v.num_hidden_layers * layer)
         features = n if config.vision_feature_select_strategy == "default" else s
         first = _linear(features, v.hidden_size, config.text_config.hidden_size)
@@ -192,4 +195,137 @@ def run_cost(config, rows: list[dict], *, epochs: float = EPOCHS, lora_r: int = 
                      "parts": {k: epochs * sum(f[k] for f in flops) for k in flops[0] if k != "total"} if flops else {}}
     if rows:
         out["saving"] = 1 - out["text_only"]["flops"] / out["image_text"]["flops"]
+    return out
+
+
+# --- tables ----------------------------------------------------------------------------
+
+#: Training samples per run in the paper (one per species; one per image), for per-run figures.
+PAPER_TRAINING_SAMPLES = {"butterflies": 100, "k-viscuit": 237}
+TOKENS_FILE = "cost_tokens.csv"
+
+
+def token_table(datasets: dict[str, str | Path], architectures: list[str], *, describer: str | None,
+                progress: bool = True) -> list[dict]:
+    """:func:`sample_tokens` for every architecture on every dataset, one row per image.
+
+    Each image's first question stands for its training sample (K-VISCUIT trains on one
+    question per image; a butterfly image carries one question). ``datasets`` maps a name
+    to a dataset folder whose records carry ``describer``'s descriptions.
+    """
+    from textonly import architectures as arch_module
+    from textonly.data import load_dataset
+
+    rows = []
+    for arch in architectures:
+        processor = arch_module.processor(arch)
+        for name, root in datasets.items():
+            seen, records = set(), []
+            for record in load_dataset(root).records:
+                if record.get("image_path") is not None and record["image_path"] not in seen:
+                    seen.add(record["image_path"])
+                    records.append(record)
+            for row in sample_tokens(processor, records, root, describer=describer, progress=progress):
+                rows.append({"architecture": arch, "dataset": name, **row})
+    return rows
+
+
+def per_run(rows: list[dict], *, epochs: float = EPOCHS, samples: dict[str, int] | None = None) -> list[dict]:
+    """Per architecture and dataset: mean tokens and FLOPs per sample, and per run of the paper's size."""
+    from collections import defaultdict
+
+    from textonly import architectures as arch_module
+
+    samples = samples or PAPER_TRAINING_SAMPLES
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["architecture"], row["dataset"])].append(row)
+    out = []
+    for (arch, dataset), group in groups.items():
+        config = arch_module.config(arch)
+        n = samples.get(dataset, len(group))
+        entry = {"architecture": arch, "dataset": dataset, "images": len(group), "run_samples": n, "epochs": epochs}
+        for mode in COST_MODES:
+            flops = [training_flops(config, r, mode) for r in group]
+            tokens = [r["text_only_tokens"] if mode == "text_only" else r["text_tokens"] + r["image_tokens"]
+                      for r in group]
+            entry[f"{mode}_tokens_per_sample"] = sum(tokens) / len(group)
+            entry[f"{mode}_flops_per_sample"] = sum(f["total"] for f in flops) / len(group)
+            for part in ("vision_tower", "projector", "language_forward", "language_backward"):
+                entry[f"{mode}_{part}_flops_per_sample"] = sum(f[part] for f in flops) / len(group)
+            entry[f"{mode}_flops_per_run"] = entry[f"{mode}_flops_per_sample"] * n * epochs
+        entry["image_tokens_per_sample"] = sum(r["image_tokens"] for r in group) / len(group)
+        entry["description_tokens_per_sample"] = sum(r.get("description_tokens", 0) for r in group) / len(group)
+        entry["predicted_saving"] = 1 - entry["text_only_flops_per_sample"] / entry["image_text_flops_per_sample"]
+        out.append(entry)
+    return out
+
+
+def break_even_description_tokens(config, row: dict) -> int:
+    """The description length (tokens) at which a ``text_only`` sample costs as much as ``image_text``.
+
+    ``row``'s ``text_only_tokens`` minus ``description_tokens`` is the rest of the prompt.
+    """
+    target = training_flops(config, row, "image_text")["total"]
+    rest = row["text_only_tokens"] - row.get("description_tokens", 0)
+    low, high = 0, 1
+    while training_flops(config, dict(row, text_only_tokens=rest + high), "text_only")["total"] < target:
+        high *= 2
+    while low < high:  # FLOPs grow with length: bisect
+        mid = (low + high) // 2
+        if training_flops(config, dict(row, text_only_tokens=rest + mid), "text_only")["total"] < target:
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+#: Resolution settings compared in the book: Qwen2-VL's pixel bound (merged tokens x 28 x 28)
+#: and LLaVA-NeXT's anyres grids (the published five, or at most two tiles).
+QWEN2_VL_MAX_PIXELS = {f"max {n} tokens": n * 28 * 28 for n in (64, 256, 1280, 4096, 16384)}
+LLAVA_GRIDS = {"published anyres grids": None, "at most 2 tiles": [[336, 672], [672, 336]]}
+
+
+def image_tokens_for_sizes(arch: str, sizes: list[tuple[int, int]], *, max_pixels: int | None = None,
+                           pinpoints: list[list[int]] | None = None) -> list[dict]:
+    """Image tokens and vision-tower work per image size ``(width, height)``, from the processor's own
+    arithmetic (no pixels needed); the same counts as running it on the images (a test checks)."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    from textonly import architectures as arch_module
+
+    processor = arch_module.processor(arch, max_pixels=max_pixels, pinpoints=pinpoints)
+    hw = [(h, w) for w, h in sizes]
+    counts = processor._get_num_multimodal_tokens(image_sizes=hw)
+    out = []
+    for (h, w), tokens, patches in zip(hw, counts.num_image_tokens, counts.num_image_patches):
+        if arch_module.get(arch).family == "qwen2_vl":
+            out.append({"image_tokens": tokens, "vision_tiles": 0, "vision_patches": patches})
+        else:
+            ip = processor.image_processor
+            tiles = image_size_to_num_patches((h, w), ip.image_grid_pinpoints, ip.crop_size["height"])
+            out.append({"image_tokens": tokens, "vision_tiles": tiles, "vision_patches": 0})
+    return out
+
+
+def resolution_sweep(rows: list[dict]) -> list[dict]:
+    """Mean tokens and predicted saving per architecture, dataset and resolution setting."""
+    from textonly import architectures as arch_module
+
+    out = []
+    for arch in sorted({r["architecture"] for r in rows}):
+        config = arch_module.config(arch)
+        settings = ({k: {"max_pixels": v} for k, v in QWEN2_VL_MAX_PIXELS.items()}
+                    if arch_module.get(arch).family == "qwen2_vl" else
+                    {k: {"pinpoints": v} for k, v in LLAVA_GRIDS.items()})
+        for dataset in sorted({r["dataset"] for r in rows}):
+            group = [r for r in rows if r["architecture"] == arch and r["dataset"] == dataset]
+            sizes = [(r["width"], r["height"]) for r in group]
+            for setting, kwargs in settings.items():
+                changed = [dict(r, **c) for r, c in zip(group, image_tokens_for_sizes(arch, sizes, **kwargs))]
+                image_text = sum(training_flops(config, r, "image_text")["total"] for r in changed)
+                text_only = sum(training_flops(config, r, "text_only")["total"] for r in changed)
+                out.append({"architecture": arch, "dataset": dataset, "setting": setting,
+                            "image_tokens_per_sample": sum(r["image_tokens"] for r in changed) / len(changed),
+                            "predicted_saving": 1 - text_only / image_text})
     return out

@@ -66,13 +66,16 @@ def model_parameters(model_path: str) -> dict:
 
 
 def train_flops(text_tokens: float, image_tokens: float, params: dict) -> float:
-    """Training FLOPs: 6 x parameters x tokens through the trained path (language model and
-    projector: forward and backward), 2 x parameters x positions through the frozen vision
-    tower (forward only; each image has ``image_tokens`` patches and a class token)."""
+    """Training FLOPs by parameter count: 4 x parameters x tokens through the LoRA-tuned language
+    model (forward, and the input gradient of its frozen weights), 6 x through the projector
+    trained in full (forward and both gradients), 2 x parameters x positions through the
+    frozen vision tower (forward only; each image has ``image_tokens`` patches and a class
+    token). Attention's quadratic term and the small LoRA matrices are left out; the exact
+    per-sample formula, checked against torch's FLOP counter, is :func:`textonly.cost.training_flops`."""
     if not params:
         return float("nan")
     images = image_tokens / params["image_tokens"]
-    return (6.0 * params["language_model"] * (text_tokens + image_tokens)
+    return (4.0 * params["language_model"] * (text_tokens + image_tokens)
             + 6.0 * params["multi_modal_projector"] * image_tokens
             + 2.0 * params["vision_tower"] * (image_tokens + images))
 
