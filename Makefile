@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 STUDY ?= studies/main.yaml
 PROFILE ?= default
 
-.PHONY: venv worlds base results book test bench clean
+.PHONY: venv worlds base results book test bench cost-tokens cost-measure clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,27 @@ test: venv
 bench: venv
 	$(PY) benchmarks/worlds.py
 	$(PY) benchmarks/pretrain.py --worlds $(DATA)/worlds
+
+# The cost chapter's committed inputs (book/measured/). cost-tokens needs the real images under
+# ../shared/datasets (SHARED) and the embedded base model as the describer; cost-measure times
+# training steps of that model on this machine (CPU: energy is an estimate).
+SHARED ?= ../shared/datasets
+DESCRIBER_MODEL ?= $(DATA)/models/base-small-seed0-f1
+cost-tokens: venv
+	test -d $(DESCRIBER_MODEL) || $(MAKE) base
+	$(PY) -m textonly data from-folder $(SHARED)/butterflies-100/test --out $(DATA)/real/butterflies --seed 0
+	$(PY) -m textonly convert --data $(SHARED)/k-viscuit --describer captioner --model $(DESCRIBER_MODEL) --out $(DATA)/real/k-viscuit-captioner
+	$(PY) -m textonly convert --data $(DATA)/real/butterflies --describer captioner --model $(DESCRIBER_MODEL) --out $(DATA)/real/butterflies-captioner
+	$(PY) -m textonly cost tokens --data k-viscuit=$(DATA)/real/k-viscuit-captioner \
+	  --data butterflies=$(DATA)/real/butterflies-captioner --describer captioner-$(notdir $(DESCRIBER_MODEL)) \
+	  --out book/measured/cost_tokens.csv
+
+cost-measure: venv
+	test -d $(DATA)/worlds || $(MAKE) worlds
+	test -d $(DESCRIBER_MODEL) || $(MAKE) base
+	for world in wings heritage; do $(PY) -m textonly cost measure --model $(DESCRIBER_MODEL) \
+	  --data $(DATA)/worlds/$$world/train --describer full --device cpu --dtype float32 --samples 256 --warmup 8 \
+	  --out book/measured/measure_cpu_small_$$world.json || exit 1; done
 
 clean:
 	rm -rf _build results $(DATA)/worlds $(DATA)/models $(DATA)/study

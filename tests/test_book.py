@@ -55,6 +55,9 @@ def test_book_builds_offline_from_the_smoke_results(smoke_book):
     assert "estimate" in energy and "train_pflop" in energy
     assert "name_only" in _text(pages / "09_description_quality.html")
     assert "data:image/png;base64" in (pages / "10_explorer.html").read_text(encoding="utf-8")
+    cost_page = _text(pages / "11_cost.html")
+    assert "qwen2-vl-7b" in cost_page and "break-even" in cost_page and "estimate" in cost_page
+    assert re.search(r"predicted to cost \d+% less per K-VISCUIT sample", cost_page)  # glued, not typed
     for page in ("book/intro.html", "book/reproduce.html", "book/real_models.html"):
         assert (smoke_book.html / page).is_file()
 

@@ -197,3 +197,32 @@ def test_break_even_and_sweep(images_dataset):
     sweep = {s["setting"]: s for s in cost.resolution_sweep(rows)}
     assert sweep["max 64 tokens"]["image_tokens_per_sample"] < sweep["max 16384 tokens"]["image_tokens_per_sample"]
     assert sweep["max 64 tokens"]["predicted_saving"] < sweep["max 16384 tokens"]["predicted_saving"]
+
+
+def test_cli_cost_tokens_writes_table_and_provenance(images_dataset, tmp_path, capsys):
+    import csv
+    import json
+
+    from textonly.cli import main
+
+    root, _ = images_dataset
+    out = tmp_path / "tokens.csv"
+    assert main(["cost", "tokens", "--data", f"t={root}", "--describer", "d", "--arch", "qwen2-vl-7b",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and {r["architecture"] for r in rows} == {"qwen2-vl-7b"}
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["describer"] == "d" and "git_commit" in meta["provenance"] and "dashscope" in meta["architectures"][
+        "qwen2-vl-7b"]["tokenizer"]
+    assert main(["cost", "tokens", "--data", str(root), "--describer", "d", "--out", str(out)]) == 2
+    assert "NAME=FOLDER" in capsys.readouterr().err
+
+
+def test_vocabulary_folder_override(tmp_path, monkeypatch):
+    monkeypatch.setenv(architectures.VOCAB_DIR_ENV, str(tmp_path))
+    architectures._qwen_tokenizer_object.cache_clear()
+    try:
+        with pytest.raises(TextonlyError, match="qwen.tiktoken"):
+            architectures.tokenizer("qwen2-vl-7b")
+    finally:
+        architectures._qwen_tokenizer_object.cache_clear()

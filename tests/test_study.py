@@ -210,7 +210,7 @@ def test_runner_runs_once_then_skips_everything(fake_study):
     assert pairs == {("image_text", "original"), ("text_only", "original"), ("text_only", "image_text")}
     runs = pd.read_csv(root / "results" / "runs.csv")
     trained = runs[runs["mode"] == "image_text"].iloc[0]
-    assert trained["train_flops"] == 6 * 60 * (1000 + 640) + 6 * 10 * 640 + 2 * 30 * (640 + 10)
+    assert trained["train_flops"] == 4 * 60 * (1000 + 640) + 6 * 10 * 640 + 2 * 30 * (640 + 10)  # LoRA: 4N in the LM
 
 
 def test_a_changed_input_reruns_only_what_depends_on_it(fake_study):

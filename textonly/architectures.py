@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from textonly.errors import TextonlyError
 from textonly.hub import LLAVA_NEXT_TEMPLATE, QWEN2_VL_TEMPLATE
@@ -128,12 +129,28 @@ def config(name: str, *, layers: int | None = None, vision_layers: int | None = 
     return Qwen2VLConfig(vision_config=vision, text_config=text, **arch.extra)
 
 
+#: A folder holding ``tokenizer.model.v1`` and ``qwen.tiktoken`` to use instead of the packages'
+#: copies (for a machine without those packages, such as a GPU machine with no network).
+VOCAB_DIR_ENV = "TEXTONLY_VOCAB_DIR"
+
+
+def _vocabulary(package: str, *parts: str):
+    """A vocabulary file: from ``$TEXTONLY_VOCAB_DIR`` when set, else from inside ``package``."""
+    folder = os.environ.get(VOCAB_DIR_ENV)
+    if folder:
+        path = Path(folder) / parts[-1]
+        if not path.is_file():
+            raise TextonlyError(f"${VOCAB_DIR_ENV}={folder}: no {parts[-1]} there")
+        return path
+    return importlib.resources.files(package).joinpath(*parts)
+
+
 @lru_cache(maxsize=None)
 def _spm_tokenizer():
     """Mistral's v1 SentencePiece model as a fast tokenizer (transformers converts it from a folder)."""
     from transformers import LlamaTokenizer
 
-    source = importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"
+    source = _vocabulary("mistral_common", "data", "tokenizer.model.v1")
     with tempfile.TemporaryDirectory() as folder:
         with importlib.resources.as_file(source) as path:
             shutil.copy(path, os.path.join(folder, "tokenizer.model"))
@@ -144,7 +161,7 @@ def _spm_tokenizer():
 def _qwen_tokenizer_object():
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    source = importlib.resources.files("dashscope") / "resources" / "qwen.tiktoken"
+    source = _vocabulary("dashscope", "resources", "qwen.tiktoken")
     with importlib.resources.as_file(source) as path:
         return TikTokenConverter(vocab_file=str(path), pattern=QWEN_PATTERN,
                                  extra_special_tokens=QWEN2_VL_SPECIAL).converted()

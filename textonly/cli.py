@@ -187,6 +187,8 @@ def _cost_tokens(args: argparse.Namespace) -> int:
 
 
 def _cost_measure(args: argparse.Namespace) -> int:
+    import tempfile
+
     import torch
 
     from textonly import architectures
@@ -211,10 +213,11 @@ def _cost_measure(args: argparse.Namespace) -> int:
     peak = matmul_peak(device, dtype)
     print(f"measured matmul peak on {device} in {args.dtype}: {peak / 1e12:.2f} TFLOP/s")
     records = load_dataset(args.data).records
-    results = [measure_training(model, processor, records, args.data, mode=mode, out=out.parent / (out.stem + "-energy"),
-                                describer=args.describer, samples=args.samples, warmup=args.warmup,
-                                accumulation=args.accumulation, peak_flops=peak)
-               for mode in args.modes]
+    with tempfile.TemporaryDirectory() as energy_rows:  # codecarbon's CSV; the figures go into the JSON
+        results = [measure_training(model, processor, records, args.data, mode=mode, out=energy_rows,
+                                    describer=args.describer, samples=args.samples, warmup=args.warmup,
+                                    accumulation=args.accumulation, peak_flops=peak)
+                   for mode in args.modes]
     for r in results:
         print(f"{r['mode']:>10}: {r['seconds_per_sample']:.3f} s/sample, {r['tokens_per_sample']:.0f} tokens, "
               f"MFU {r['mfu']:.1%}, peak memory {r['peak_memory_mb']:.0f} MB")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from textonly.config import PROJECT_ROOT
 
-PACKAGES = ("textonly", "torch", "transformers", "peft", "tokenizers", "bitsandbytes", "codecarbon")
+PACKAGES = ("textonly", "torch", "transformers", "peft", "tokenizers", "bitsandbytes", "codecarbon", "mistral-common",
+            "dashscope")
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:

@@ -50,7 +50,7 @@ NOTEBOOKS = {"worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb", "conver
              "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
 #: The book's analysis pages, executed after the results are collected.
 PAGES = ("06_results.ipynb", "07_breakdowns.ipynb", "08_energy.ipynb", "09_description_quality.ipynb",
-         "10_explorer.ipynb")
+         "10_explorer.ipynb", "11_cost.ipynb")
 STEP_FILE = "step.json"
 EXECUTED = "notebook.ipynb"
 GRID_AXES = ("datasets", "models", "modes", "seeds", "levels", "conditions", "scorings")
@@ -647,7 +647,7 @@ def run_study(config: str | os.PathLike, profile: str = "default", *, root: str 
     if not dry_run:
         evaluated = {k: v for k, v in upstream.items() if k.startswith("evaluate/")}
         collect(study, build_key(evaluated, package))
-    tables = tables_fingerprint(study)
+    tables = tables_fingerprint(study) + measured_fingerprint()
     for step in pages:
         attempt(step, extra=tables)
     bar.close()
@@ -655,6 +655,14 @@ def run_study(config: str | os.PathLike, profile: str = "default", *, root: str 
         report.results = publish(study)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def measured_fingerprint() -> str:
+    """Hash of the committed measured files (``book/measured/``) that the cost page reads."""
+    from textonly.cost_report import MEASURED
+
+    files = sorted(MEASURED.glob("*")) if MEASURED.is_dir() else []
+    return build_key([f.name for f in files if f.is_file()], *[f.read_bytes() for f in files if f.is_file()])
 
 
 def _recorded(study: Study, step: Step) -> dict | None:
