@@ -226,3 +226,24 @@ def test_vocabulary_folder_override(tmp_path, monkeypatch):
             architectures.tokenizer("qwen2-vl-7b")
     finally:
         architectures._qwen_tokenizer_object.cache_clear()
+
+
+@pytest.mark.shared_data
+def test_committed_token_table_matches_the_processors_on_real_images():
+    """The committed cost_tokens.csv is what the processors give on the real K-VISCUIT images now."""
+    from conftest import shared_dataset
+    from textonly import cost_report
+    from textonly.data import load_dataset
+
+    root = shared_dataset("k-viscuit")
+    rows, _ = cost_report.load_tokens()
+    committed = {(r["architecture"], r["image_path"]): r for r in rows if r["dataset"] == "k-viscuit"}
+    firsts = {}
+    for record in load_dataset(root).records:
+        firsts.setdefault(record["image_path"], record)
+    sample = [firsts[p] for p in sorted(firsts)[::40]]  # 6 images of every size class
+    for arch in architectures.ARCHITECTURES:
+        for row in cost.sample_tokens(architectures.processor(arch), sample, root, describer=None, progress=False):
+            saved = committed[(arch, row["image_path"])]
+            assert (row["image_tokens"], row["text_tokens"], row["width"], row["height"]) == \
+                (saved["image_tokens"], saved["text_tokens"], saved["width"], saved["height"])
