@@ -22,7 +22,7 @@ PY=${PY:-python3}
 DESCRIBER=${DESCRIBER:-captioner-base-small-seed0-f1}
 SOURCE=${SOURCE:-data/real/k-viscuit-captioner}  # made by `make cost-tokens`
 IMAGES=${IMAGES:-16}
-SAMPLES=${SAMPLES:-32}
+SAMPLES=${SAMPLES:-64}
 DEVICE=${DEVICE:-cuda}     # DEVICE=cpu LAYERS=1 VISION_LAYERS=1 SAMPLES=2: a quick check of this path on a CPU
 LAYERS=${LAYERS:-}
 VISION_LAYERS=${VISION_LAYERS:-}
