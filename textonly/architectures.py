@@ -181,9 +181,10 @@ def tokenizer(name: str):
             tok = copy.deepcopy(_spm_tokenizer())
             # llava-hf adds <image> (id 32000) to the 32,000 pieces; mistral also <pad> (32001),
             # vicuna pads with <unk> (id 0)
-            extra = ["<image>", "<pad>"] if arch.text["model_type"] == "mistral" else ["<image>"]
+            mistral = arch.text["model_type"] == "mistral"
+            extra = ["<image>", "<pad>"] if mistral else ["<image>"]
             tok.add_tokens([AddedToken(t, special=True) for t in extra], special_tokens=True)
-            tok.pad_token = extra[-1] if len(extra) > 1 else tok.unk_token
+            tok.pad_token = "<pad>" if mistral else tok.unk_token
             tok.image_token = "<image>"
             tok.image_token_id = tok.convert_tokens_to_ids("<image>")
             tok.padding_side = "right"
@@ -233,7 +234,6 @@ def model(name: str, *, layers: int | None = None, vision_layers: int | None = N
     from transformers import AutoModelForImageTextToText
 
     cfg = config(name, layers=layers, vision_layers=vision_layers)
-    cfg._attn_implementation = attn_implementation
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     with torch.device(device or "cpu"):
         return AutoModelForImageTextToText.from_config(cfg, dtype=dtype or torch.float32,

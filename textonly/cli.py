@@ -155,6 +155,7 @@ def _study(args: argparse.Namespace) -> int:
 
 def _cost_tokens(args: argparse.Namespace) -> int:
     import csv
+    import io
 
     from textonly import architectures
     from textonly.cost import token_table
@@ -170,13 +171,11 @@ def _cost_tokens(args: argparse.Namespace) -> int:
     archs = list(architectures.ARCHITECTURES) if args.arch == ["all"] else args.arch
     rows = token_table(datasets, archs, describer=args.describer)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, table.getvalue())
     meta = {"describer": args.describer, "datasets": {k: provenance(data=v)["data_hash"] for k, v in datasets.items()},
             "architectures": {a: {"hub_id": architectures.get(a).hub_id,
                                   "tokenizer": architectures.get(a).tokenizer_source} for a in archs},
@@ -225,22 +224,9 @@ def _cost_measure(args: argparse.Namespace) -> int:
                "vision_layers": args.vision_layers, "max_pixels": args.max_pixels, "data": str(args.data),
                "describer": args.describer, "results": results,
                "command": "python -m textonly " + " ".join(sys.argv[1:]), "provenance": provenance(data=args.data)}
-    if torch.cuda.is_available():
-        summary["provenance"]["device"]["driver"] = _nvidia_driver()
     write_text_atomic(out, dumps_json(summary))
     print(f"-> {out}")
     return 0
-
-
-def _nvidia_driver() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else version
-    except Exception:  # no NVML: the driver stays unrecorded
-        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

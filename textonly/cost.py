@@ -20,7 +20,8 @@
   - the LM head projects every position (as transformers does when training).
 
   A test checks the formula against ``torch.utils.flop_counter`` on the real model classes.
-* :func:`run_cost` adds samples up over a training run (epochs x samples).
+* :func:`run_cost` adds samples up over a training run (epochs x samples); :func:`per_run`
+  tabulates it per architecture and dataset at the paper's run sizes.
 """
 
 from __future__ import annotations
@@ -184,17 +185,29 @@ def training_flops(config, row: dict, mode: str, *, lora_r: int = LORA_R) -> dic
     return parts
 
 
-def run_cost(config, rows: list[dict], *, epochs: float = EPOCHS, lora_r: int = LORA_R) -> dict:
-    """Tokens and FLOPs of a whole training run over ``rows`` (one sample each), per mode."""
+def sample_length(row: dict, mode: str) -> int:
+    """Tokens of a row's training sample in ``mode``: question and image, or question and description."""
+    return row["text_only_tokens"] if mode == "text_only" else row["text_tokens"] + row["image_tokens"]
+
+
+def run_cost(config, rows: list[dict], *, epochs: float = EPOCHS, samples: int | None = None,
+             lora_r: int = LORA_R) -> dict:
+    """Tokens and FLOPs per mode: the rows' means per sample, and the totals of a run of ``samples``
+    samples (default: one per row) for ``epochs``; ``saving``: text_only's FLOPs below image_text's."""
+    if not rows:
+        raise TextonlyError("no samples to cost")
+    n = len(rows) if samples is None else samples
     out = {}
     for mode in COST_MODES:
         flops = [training_flops(config, r, mode, lora_r=lora_r) for r in rows]
-        tokens = [r["text_only_tokens"] if mode == "text_only" else r["text_tokens"] + r["image_tokens"] for r in rows]
-        out[mode] = {"samples": len(rows), "epochs": epochs, "tokens": epochs * sum(tokens),
-                     "flops": epochs * sum(f["total"] for f in flops),
-                     "parts": {k: epochs * sum(f[k] for f in flops) for k in flops[0] if k != "total"} if flops else {}}
-    if rows:
-        out["saving"] = 1 - out["text_only"]["flops"] / out["image_text"]["flops"]
+        mean = {k: sum(f[k] for f in flops) / len(rows) for k in flops[0]}
+        parts = {k: v for k, v in mean.items() if k != "total"}
+        out[mode] = {"samples": n, "epochs": epochs,
+                     "tokens_per_sample": sum(sample_length(r, mode) for r in rows) / len(rows),
+                     "flops_per_sample": mean["total"], "parts_per_sample": parts}
+        out[mode].update(tokens=epochs * n * out[mode]["tokens_per_sample"], flops=epochs * n * mean["total"],
+                         parts={k: epochs * n * v for k, v in parts.items()})
+    out["saving"] = 1 - out["text_only"]["flops"] / out["image_text"]["flops"]
     return out
 
 
@@ -244,19 +257,17 @@ def per_run(rows: list[dict], *, epochs: float = EPOCHS, samples: dict[str, int]
     for (arch, dataset), group in groups.items():
         config = arch_module.config(arch)
         n = samples.get(dataset, len(group))
+        run = run_cost(config, group, epochs=epochs, samples=n)
         entry = {"architecture": arch, "dataset": dataset, "images": len(group), "run_samples": n, "epochs": epochs}
         for mode in COST_MODES:
-            flops = [training_flops(config, r, mode) for r in group]
-            tokens = [r["text_only_tokens"] if mode == "text_only" else r["text_tokens"] + r["image_tokens"]
-                      for r in group]
-            entry[f"{mode}_tokens_per_sample"] = sum(tokens) / len(group)
-            entry[f"{mode}_flops_per_sample"] = sum(f["total"] for f in flops) / len(group)
-            for part in ("vision_tower", "projector", "language_forward", "language_backward"):
-                entry[f"{mode}_{part}_flops_per_sample"] = sum(f[part] for f in flops) / len(group)
-            entry[f"{mode}_flops_per_run"] = entry[f"{mode}_flops_per_sample"] * n * epochs
+            entry[f"{mode}_tokens_per_sample"] = run[mode]["tokens_per_sample"]
+            entry[f"{mode}_flops_per_sample"] = run[mode]["flops_per_sample"]
+            for part, value in run[mode]["parts_per_sample"].items():
+                entry[f"{mode}_{part}_flops_per_sample"] = value
+            entry[f"{mode}_flops_per_run"] = run[mode]["flops"]
         entry["image_tokens_per_sample"] = sum(r["image_tokens"] for r in group) / len(group)
         entry["description_tokens_per_sample"] = sum(r.get("description_tokens", 0) for r in group) / len(group)
-        entry["predicted_saving"] = 1 - entry["text_only_flops_per_sample"] / entry["image_text_flops_per_sample"]
+        entry["predicted_saving"] = run["saving"]
         out.append(entry)
     return out
 
@@ -323,9 +334,7 @@ def resolution_sweep(rows: list[dict]) -> list[dict]:
             sizes = [(r["width"], r["height"]) for r in group]
             for setting, kwargs in settings.items():
                 changed = [dict(r, **c) for r, c in zip(group, image_tokens_for_sizes(arch, sizes, **kwargs))]
-                image_text = sum(training_flops(config, r, "image_text")["total"] for r in changed)
-                text_only = sum(training_flops(config, r, "text_only")["total"] for r in changed)
                 out.append({"architecture": arch, "dataset": dataset, "setting": setting,
                             "image_tokens_per_sample": sum(r["image_tokens"] for r in changed) / len(changed),
-                            "predicted_saving": 1 - text_only / image_text})
+                            "predicted_saving": run_cost(config, changed)["saving"]})
     return out

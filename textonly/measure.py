@@ -66,7 +66,7 @@ def measure_training(model, processor, records: list[dict], root: str | Path, *,
     from peft import get_peft_model
     from tqdm.auto import tqdm
 
-    from textonly.cost import COST_MODES, sample_tokens, training_flops
+    from textonly.cost import COST_MODES, sample_length, sample_tokens, training_flops
     from textonly.energy import track
     from textonly.train import Collator
     from textonly.vlm import lora_config
@@ -117,7 +117,7 @@ def measure_training(model, processor, records: list[dict], root: str | Path, *,
     timed = rows[warmup:]
     config = model.get_base_model().config
     flops = sum(training_flops(config, row, mode, lora_r=lora_r)["total"] for row in timed)
-    tokens = [r["text_only_tokens"] if mode == "text_only" else r["text_tokens"] + r["image_tokens"] for r in timed]
+    tokens = [sample_length(r, mode) for r in timed]
     if not all(math.isfinite(x) for x in losses):
         raise TextonlyError(f"{mode}: a training loss was not finite")
     result = {

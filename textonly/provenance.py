@@ -47,7 +47,19 @@ def device_description() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
+        info["driver"] = _nvidia_driver()
     return info
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # no NVML: the driver stays unrecorded
+        return None
 
 
 def data_hash(root: str | Path) -> str:
