@@ -1,7 +1,8 @@
 """The study core's speed, measured side by side in one run on one model and one dataset.
 
-1. Evaluation: ``letter`` vs ``generate`` scoring on the same questions (questions per
-   second, and how often the two pick the same option). Goal: letter >= 5x faster.
+1. Evaluation: ``option``, ``letter`` and ``generate`` scoring on the same questions
+   (questions per second, and how often they pick the same option). Goals: option scoring
+   costs at most 1.5x letter scoring; letter >= 5x faster than generate.
 2. Training: samples per second of ``textonly.train`` vs a plain TRL ``SFTTrainer`` set-up
    (same model, LoRA, data, batch and steps). Goal: not slower.
 3. ``text_only`` vs ``image_text``: time and tokens per epoch.
@@ -18,28 +19,35 @@ from pathlib import Path
 import torch
 
 from textonly.data import load_dataset
-from textonly.evaluate import generate_answers, score_letters
+from textonly.evaluate import generate_answers, score_letters, score_options
 from textonly.hub import load_model
 from textonly.train import Collator, TrainConfig, load_for_training, train, training_samples
 
 
 def evaluation(model_path: str, test: Path, n: int) -> None:
-    """Both scorings on the same questions; generation stops at the end-of-turn token."""
+    """The three scorings on the same questions, timed one after the other (generation stops at
+    the end-of-turn token)."""
     model, processor = load_model(model_path)
     records = load_dataset(test).records[:n]
-    for name, run in (("letter", score_letters), ("generate", generate_answers)):
+    scorers = {"option": score_options, "letter": score_letters, "generate": generate_answers}
+    for run in scorers.values():
         run(model, processor, records[:4], test, progress=False)  # warm-up
-    start = time.perf_counter()
-    letter = score_letters(model, processor, records, test, batch_size=16, progress=False)
-    t_letter = time.perf_counter() - start
-    start = time.perf_counter()
-    generated = generate_answers(model, processor, records, test, batch_size=16, progress=False)
-    t_generate = time.perf_counter() - start
-    agree = sum(a["prediction"] == b["prediction"] for a, b in zip(letter, generated)) / len(records)
-    failures = sum(g["prediction"] is None for g in generated) / len(records)
-    print(f"evaluation on {len(records)} questions: letter {len(records) / t_letter:.1f} q/s, generate "
-          f"{len(records) / t_generate:.1f} q/s -> letter is {t_generate / t_letter:.1f}x faster; "
-          f"agreement {agree:.1%}; generate parse failures {failures:.1%}")
+    results, seconds = {}, {}
+    for name, run in scorers.items():
+        start = time.perf_counter()
+        results[name] = run(model, processor, records, test, batch_size=16, progress=False)
+        seconds[name] = time.perf_counter() - start
+    rate = {name: len(records) / s for name, s in seconds.items()}
+    agree = {name: sum(a["prediction"] == b["prediction"] for a, b in zip(results["letter"], results[name]))
+             / len(records) for name in ("option", "generate")}
+    accuracy = {name: sum(p["correct"] for p in results[name]) / len(records) for name in scorers}
+    failures = sum(g["prediction"] is None for g in results["generate"]) / len(records)
+    print(f"evaluation on {len(records)} questions: " + ", ".join(f"{k} {v:.1f} q/s" for k, v in rate.items()))
+    print(f"  option scoring costs {seconds['option'] / seconds['letter']:.2f}x letter scoring (goal <= 1.5x); "
+          f"letter is {seconds['generate'] / seconds['letter']:.1f}x faster than generate")
+    print("  accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items())
+          + f"; agreement with letter: option {agree['option']:.1%}, generate {agree['generate']:.1%}; "
+          f"generate parse failures {failures:.1%}")
 
 
 def training_vs_trl(model_path: str, train_dir: Path, steps: int, batch: int) -> None:

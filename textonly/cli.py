@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from textonly.errors import TextonlyError
+from textonly.prompts import ANSWER_FORMATS, SCORINGS
 
 
 def _worlds_build(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         steps = tuple(int(p) for p in parts)
     config = PretrainConfig(size=args.size, seed=args.seed, image_start_fraction=args.image_start_fraction,
                             worlds=str(args.worlds), precision=args.precision, steps=steps,
-                            binding_steps=args.binding_steps)
+                            encoder={"steps": args.encoder_steps} if args.encoder_steps is not None else {})
     out = args.out or Path("data") / "models" / f"base-{args.size}-seed{args.seed}-f{args.image_start_fraction:g}"
     path = pretrain(config, out, force=args.force)
     print(f"base model: {path}")
@@ -101,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(data=str(resolve_dataset_path(args.data)), model=args.model, mode=args.mode, seed=args.seed,
                          preset=args.preset, describer=args.describer, learning_rate=args.lr, epochs=args.epochs,
-                         max_steps=args.max_steps, quantization=args.quantization)
+                         max_steps=args.max_steps, quantization=args.quantization, answer_format=args.answer_format)
     run = train(config, args.out)
     print(f"run: {args.out}  steps {run['steps']}  final loss {run['final_loss']:.4f}  "
           f"{run['wall_seconds']:.1f} s  tokens text {run['tokens']['text']} image {run['tokens']['image']}")
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if the same build is there")
     build.set_defaults(func=_worlds_build)
 
-    pre = verbs.add_parser("pretrain", help="pretrain an embedded base VLM (LLaVA architecture) on the worlds")
+    pre = verbs.add_parser("pretrain", help="pretrain an embedded base VLM (LLaVA architecture) on the worlds "
+                                            "(its CLIP vision encoder first, if it is not built yet)")
     pre.add_argument("--size", default="small", choices=["tiny", "small", "base"])
     pre.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: data/models/base-...)")
     pre.add_argument("--seed", type=int, default=0)
@@ -253,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--worlds", type=Path, default=Path("data/worlds"), help="where `worlds build` wrote the worlds")
     pre.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     pre.add_argument("--steps", default=None, help="language,alignment,instruction steps (default: per size)")
-    pre.add_argument("--binding-steps", type=int, default=None, help="answer-format drill steps (default: per size)")
+    pre.add_argument("--encoder-steps", type=int, default=None,
+                     help="steps of the vision encoder's own pretraining (default: per size; built once, shared)")
     pre.add_argument("--force", action="store_true", help="retrain even if the same build is there")
     pre.set_defaults(func=_pretrain)
 
@@ -285,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=float, default=None, help="epochs (default: the preset's)")
     tr.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
     tr.add_argument("--quantization", default=None, choices=["4bit"], help="QLoRA through bitsandbytes")
+    tr.add_argument("--answer-format", default=None, choices=ANSWER_FORMATS,
+                    help="what the assistant answers: the option's text or its letter (default: the preset's)")
     tr.set_defaults(func=_train)
 
     ev = verbs.add_parser("evaluate", help="score a model (optionally with a run's adapter) on a dataset")
@@ -292,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapter", default=None, help="a finished training run directory")
     ev.add_argument("--data", required=True, help="dataset folder (or a name under the data root)")
     ev.add_argument("--condition", default="image", choices=["image", "no_image", "description"])
-    ev.add_argument("--scoring", default="letter", choices=["letter", "generate"])
+    ev.add_argument("--scoring", default="option", choices=SCORINGS,
+                    help="option: each option's text by its likelihood (default); letter; generate")
     ev.add_argument("--describer", default="full", help="the description used by --condition description")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--out", type=Path, required=True, help="evaluation directory")

@@ -1,8 +1,14 @@
-"""Evaluation: letter scoring of multiple-choice questions, and accuracy with intervals.
+"""Evaluation: the three scorings of multiple-choice questions, and accuracy with intervals.
 
-``letter`` scoring is one forward pass per question (batched): the next-token logits
-after the prompt, restricted to the option letters. A letter can be tokenized as ``A`` or
-`` A`` (and a tokenizer may have either); both variants are pooled with log-sum-exp.
+* ``option`` (the cloze formulation of OLMES, arXiv 2406.08446, and of VLMClassifier,
+  arXiv 2405.18415): each option's text is scored as the assistant's answer after the
+  prompt, by its mean log-likelihood per token; the sum and the mean per character are
+  recorded too. The prompt runs once per question and its key/value cache is shared by
+  the options.
+* ``letter``: one forward pass per question (batched): the next-token logits after the
+  prompt, restricted to the option letters. A letter can be tokenized as ``A`` or `` A``
+  (and a tokenizer may have either); both variants are pooled with log-sum-exp.
+* ``generate``: greedy generation of a few tokens, strictly parsed (K-VISCUIT's reference).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from tqdm.auto import tqdm
 
 from textonly.errors import TextonlyError
 from textonly.fileio import build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl, write_text_atomic
-from textonly.prompts import CONDITIONS, LETTERS, mcq_messages
+from textonly.prompts import CONDITIONS, LETTERS, SCORINGS, answer_text, assistant, mcq_messages
 from textonly.stats import clustered_bootstrap_ci, mcnemar
 
 
@@ -62,16 +68,130 @@ def _count_tokens(processor, inputs: dict, counts: dict | None) -> None:
 
 
 def _inputs(processor, batch: list[dict], root: Path, condition: str, describer: str, padding_side: str,
-            device) -> dict:
-    """The batch's prompts through the model's chat template and processor (images only where shown)."""
-    texts, images = [], []
-    for r in batch:
-        texts.append(processor.apply_chat_template(mcq_messages(r, condition, describer), add_generation_prompt=True))
-        if condition == "image" and r.get("image_path") is not None:
-            images.append(_load_image(root, r))
+            device, texts: list[str] | None = None) -> dict:
+    """The batch's prompts (or the given ``texts``, one per record) through the processor, images only where shown."""
+    if texts is None:
+        texts = [processor.apply_chat_template(mcq_messages(r, condition, describer), add_generation_prompt=True)
+                 for r in batch]
+    images = [_load_image(root, r) for r in batch if condition == "image" and r.get("image_path") is not None]
     inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
                        padding_side=padding_side)
     return {k: v.to(device) for k, v in inputs.items()}
+
+
+def option_tokens(processor, record: dict, condition: str = "image", describer: str = "full") -> tuple[str, list[list[int]]]:
+    """The context shared by the options, and each option's token ids as they fall in the full text.
+
+    The conversation is rendered with each option as the assistant's answer and tokenized
+    whole; the option's tokens are those that overlap its characters. A template that puts
+    a space before the answer (LLaVA-NeXT's ``[/INST] answer``) would otherwise be scored
+    wrongly: ``" red"`` is one token in the full text, not ``" "`` then ``"red"``. The
+    context is the text before the first option token; it must be the same for every
+    option and tokenize alone as it does in the full text.
+    """
+    tokenizer = processor.tokenizer
+    messages = mcq_messages(record, condition, describer)
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    context, ids = None, []
+    for k, option in enumerate(record["options"]):
+        text = processor.apply_chat_template(messages + [assistant(answer_text(record, "option", k))])
+        start = text.find(option, len(prompt) - 1) if text.startswith(prompt[:-1]) else -1
+        if start < 0 or not option:
+            raise TextonlyError(f"question {record['id_']!r}: option {option!r} is not where the chat template "
+                                "puts the answer")
+        end = start + len(option)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = encoded["offset_mapping"]
+        inside = [t for t, (a, b) in enumerate(spans) if b > a and a < end and b > start]
+        here = text[: spans[inside[0]][0]]
+        if context is None:
+            context = here
+            if tokenizer(here, add_special_tokens=False)["input_ids"] != encoded["input_ids"][: inside[0]]:
+                raise TextonlyError(f"question {record['id_']!r}: the prompt tokenizes differently alone than "
+                                    "before its answer; option scoring cannot share it")
+        elif here != context:
+            raise TextonlyError(f"question {record['id_']!r}: the options do not share one context")
+        ids.append([encoded["input_ids"][t] for t in inside])
+    return context, ids
+
+
+def _repeat_cache(cache, index: torch.Tensor) -> None:
+    """Each prompt's key/value cache once per option (rows picked by ``index``), in place."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(index)
+    else:  # a legacy tuple cache
+        raise TextonlyError("option scoring needs a transformers Cache object (transformers >= 4.36)")
+
+
+@torch.no_grad()
+def score_options(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
+                  describer: str = "full", batch_size: int = 32, progress: bool = True,
+                  counts: dict | None = None) -> list[dict]:
+    """Option scores of each question: ``{"id_", "scores", "sum", "per_char", "prediction", "correct"}``.
+
+    ``scores`` is each option's mean log-likelihood per token (the prediction is its
+    argmax), ``sum`` the total, ``per_char`` the total per character of the option. The
+    prompts of a batch run once (left-padded, cached); then every option of every question
+    runs as one row over its question's cache, so an option costs only its own tokens.
+    ``counts``, if given, accumulates the ``text`` and ``image`` tokens processed (the
+    prompts and the options' tokens).
+    """
+    root = Path(root)
+    model.eval()
+    device = next(model.parameters()).device
+    pad = processor.tokenizer.pad_token_id
+    out = []
+    for start in tqdm(range(0, len(records), batch_size), desc="scoring options", unit="batch",
+                      disable=not progress):
+        batch = records[start:start + batch_size]
+        contexts, options = zip(*(option_tokens(processor, r, condition, describer) for r in batch))
+        inputs = _inputs(processor, batch, root, condition, describer, "left", device, texts=list(contexts))
+        _count_tokens(processor, inputs, counts)
+        prefill = model(**inputs, use_cache=True)
+        first = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)  # left padding: the last column is real
+        rows = [(q, ids) for q, opts in enumerate(options) for ids in opts]
+        index = torch.tensor([q for q, _ in rows], device=device)
+        width = max(len(ids) for _, ids in rows)
+        cont = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        for i, (_, ids) in enumerate(rows):
+            cont[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        if counts is not None:
+            counts["text"] = counts.get("text", 0) + int(mask.sum())
+        logprobs = [first[q, ids[0]].item() for q, ids in rows]
+        token_lp = [[lp] for lp in logprobs]
+        if width > 1:
+            cache = prefill.past_key_values
+            _repeat_cache(cache, index)
+            attention = torch.cat([inputs["attention_mask"][index], mask], dim=1)
+            extra = {}
+            inner = getattr(model, "model", None)
+            if hasattr(inner, "rope_deltas"):
+                # M-RoPE (Qwen2-VL): the text after the prompt continues at the prompt's offset per
+                # row (zero without an image), as generation places it; given explicitly, since
+                # the model would pair its stored offsets with the prompt rows, not the repeated ones
+                length = inputs["input_ids"].shape[1]
+                steps = torch.arange(length, length + width - 1, device=device)[None, :].repeat(len(rows), 1)
+                if "pixel_values" in inputs:
+                    steps = steps + inner.rope_deltas[index].view(-1, 1)
+                extra["position_ids"] = steps.unsqueeze(0).expand(3, -1, -1)
+            later = model(input_ids=cont[:, :-1], attention_mask=attention[:, :-1], cache=cache,
+                          use_cache=True, **extra).logits.float()
+            later = torch.log_softmax(later, dim=-1)
+            for i, (_, ids) in enumerate(rows):
+                token_lp[i] += [later[i, t - 1, ids[t]].item() for t in range(1, len(ids))]
+        i = 0
+        for r, opts in zip(batch, options):
+            lps = token_lp[i: i + len(opts)]
+            i += len(opts)
+            total = [sum(lp) for lp in lps]
+            mean = [t / len(lp) for t, lp in zip(total, lps)]
+            per_char = [t / max(len(o), 1) for t, o in zip(total, r["options"])]
+            prediction = max(range(len(mean)), key=mean.__getitem__)
+            out.append({"id_": r["id_"], "scores": mean, "sum": total, "per_char": per_char,
+                        "prediction": prediction, "correct": prediction == r["answer"]})
+    return out
 
 
 @torch.no_grad()
@@ -163,7 +283,6 @@ def metrics(records: list[dict], predictions: list[dict]) -> dict:
                          if k != "overall"}}
 
 
-SCORINGS = ("letter", "generate")
 EVAL_FILE = "eval.json"
 
 
@@ -174,7 +293,7 @@ class EvalConfig:
     model: str
     data: str
     condition: str = "image"
-    scoring: str = "letter"
+    scoring: str = "option"
     adapter: str | None = None  # a training run directory (its ``adapter/``)
     describer: str = "full"
     batch_size: int = 16
@@ -226,11 +345,12 @@ def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, forc
     kwargs = dict(condition=config.condition, describer=config.describer, batch_size=config.batch_size,
                   progress=progress, counts=tokens)
     with track("evaluate", out) as energy:
-        if config.scoring == "letter":
-            predictions = score_letters(model, processor, records, config.data, **kwargs)
-        else:
+        if config.scoring == "generate":
             predictions = generate_answers(model, processor, records, config.data,
                                            max_new_tokens=config.max_new_tokens, **kwargs)
+        else:
+            scorer = score_options if config.scoring == "option" else score_letters
+            predictions = scorer(model, processor, records, config.data, **kwargs)
     by_id = {r["id_"]: r for r in records}
     kept = [{**p, "question_type": by_id[p["id_"]]["question_type"], "category": by_id[p["id_"]]["category"],
              "options": by_id[p["id_"]]["options"], "answer": by_id[p["id_"]]["answer"]} for p in predictions]

@@ -12,6 +12,11 @@ from __future__ import annotations
 LETTERS = "ABCDEFGH"
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CONDITIONS = ("image", "no_image", "description")
+#: What the assistant answers: the option's ``letter`` (the paper's format) or the
+#: ``option``'s text itself (the cloze format that small models are trained and scored in).
+ANSWER_FORMATS = ("option", "letter")
+#: How a model's answer to a question is read (see :mod:`textonly.evaluate`).
+SCORINGS = ("option", "letter", "generate")
 
 
 def mcq_text(question: str, options: list[str]) -> str:
@@ -31,13 +36,27 @@ def user_content(text: str, *, image: bool = False, description: str | None = No
     return content
 
 
+def answer_text(record: dict, answer_format: str = "letter", option: int | None = None) -> str:
+    """The assistant's answer naming option ``option`` (default: the correct one) in ``answer_format``."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer format {answer_format!r}: choose from {', '.join(ANSWER_FORMATS)}")
+    k = record["answer"] if option is None else option
+    return LETTERS[k] if answer_format == "letter" else record["options"][k]
+
+
+def assistant(text: str) -> dict:
+    """An assistant turn holding ``text``."""
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
 def mcq_messages(record: dict, condition: str = "image", describer: str = "full",
-                 answer: bool = False) -> list[dict]:
+                 answer: bool = False, answer_format: str = "letter") -> list[dict]:
     """Chat messages for a question of the dataset layout under an input condition.
 
     ``condition``: ``image`` (the image, where the question has one), ``no_image``, or
     ``description`` (``record["descriptions"][describer]`` in place of the image).
-    With ``answer=True`` the assistant turn holds the correct letter (for training).
+    With ``answer=True`` the assistant turn holds the correct answer in ``answer_format``
+    (for training).
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition {condition!r}: choose from {', '.join(CONDITIONS)}")
@@ -51,5 +70,5 @@ def mcq_messages(record: dict, condition: str = "image", describer: str = "full"
     messages = [{"role": "user", "content": user_content(mcq_text(record["question"], record["options"]),
                                                          image=has_image, description=description)}]
     if answer:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": LETTERS[record["answer"]]}]})
+        messages.append(assistant(answer_text(record, answer_format)))
     return messages

@@ -31,6 +31,8 @@ import pandas as pd
 from textonly.fileio import read_jsonl
 from textonly.prompts import LETTERS
 
+#: The scoring of the main tables (the organism's; the others are shown beside it).
+MAIN_SCORING = "option"
 KEYS = ["dataset", "model", "mode", "level", "seed", "condition", "scoring"]
 GROUP_KEYS = ["dataset", "model", "mode", "level", "condition", "scoring"]
 MODE_ORDER = ["original", "image_text", "text_only", "mixed"]
@@ -270,8 +272,8 @@ def main_level(study, dataset: str) -> str:
     return "full" if "world" in spec else spec["describer"]
 
 
-def _main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str = "letter") -> pd.DataFrame:
-    """Rows of the main comparison: the image condition, letter scoring, the main level."""
+def _main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str = MAIN_SCORING) -> pd.DataFrame:
+    """Rows of the main comparison: the image condition, the main scoring, the main level."""
     if frame.empty:
         return frame
     keep = (frame["condition"] == condition) & (frame["scoring"] == scoring)
@@ -466,7 +468,7 @@ def cost_table(tables: dict) -> pd.DataFrame:
     runs = tables["runs"]
     if runs.empty:
         return runs
-    runs = runs[(runs["condition"] == "image") & (runs["scoring"] == "letter")].copy()
+    runs = runs[(runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)].copy()
     for c in ("train_seconds", "train_energy_kwh", "train_text_tokens", "train_image_tokens", "train_flops",
               "train_peak_rss_mb"):
         if c not in runs:
@@ -508,7 +510,7 @@ def plot_costs(tables: dict):
 
     sns.set_theme(style="whitegrid", context="notebook")
     runs = tables["runs"]
-    runs = runs[(runs["mode"] != "original") & (runs["condition"] == "image") & (runs["scoring"] == "letter")
+    runs = runs[(runs["mode"] != "original") & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)
                 & runs["level"].fillna("full").eq("full")].copy()
     runs["train_wh"] = 1000 * runs["train_energy_kwh"]
     runs["train_tokens"] = runs["train_text_tokens"] + runs["train_image_tokens"]
@@ -537,11 +539,11 @@ def plot_costs(tables: dict):
 
 def quality_frame(study, tables: dict) -> pd.DataFrame:
     """text_only accuracy (%) per description level, on the datasets and models where more than
-    one level was trained, beside original and image_text of the same (image condition, letter)."""
+    one level was trained, beside original and image_text of the same (image condition, main scoring)."""
     summary = tables["summary"]
     if summary.empty:
         return summary
-    summary = summary[(summary["condition"] == "image") & (summary["scoring"] == "letter")
+    summary = summary[(summary["condition"] == "image") & (summary["scoring"] == MAIN_SCORING)
                       & (summary["breakdown"] != "category")]
     text = summary[summary["mode"] == "text_only"]
     ablated = text.groupby(["dataset", "model"])["level"].nunique()
@@ -703,12 +705,12 @@ def _image_tag(path: Path, size: int = 96) -> str:
 def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed: int = 0, n: int = 12,
             only: str = "disagree", level: str | None = None) -> str:
     """An HTML table of test questions: image, question, options (the answer marked), the
-    description, and each mode's prediction (image condition, letter scoring, one seed).
+    description, and each mode's prediction (image condition, main scoring, one seed).
     ``only``: ``disagree`` (modes differ), ``wrong`` (text_only wrong) or ``all``."""
     runs = tables["runs"]
     if runs.empty:
         return "<p>No finished evaluation yet.</p>"
-    runs = runs[(runs["dataset"] == dataset) & (runs["condition"] == "image") & (runs["scoring"] == "letter")]
+    runs = runs[(runs["dataset"] == dataset) & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)]
     model = model or (runs["model"].iloc[0] if len(runs) else None)
     level = level or main_level(study, dataset)
     runs = runs[(runs["model"] == model) & (runs["seed"].isna() | (runs["seed"] == seed))

@@ -41,10 +41,9 @@ from textonly import __version__
 from textonly.config import PROJECT_ROOT, resolve_dataset_path
 from textonly.errors import TextonlyError
 from textonly.fileio import build_key, dumps_json, read_yaml, write_bytes_atomic, write_text_atomic
+from textonly.prompts import CONDITIONS, SCORINGS
 
 MODES = ("original", "image_text", "text_only", "mixed")
-CONDITIONS = ("image", "no_image", "description")
-SCORINGS = ("letter", "generate")
 #: The notebook each stage executes (under the config's ``notebooks`` folder).
 NOTEBOOKS = {"worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb", "convert": "03_convert.ipynb",
              "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
@@ -237,7 +236,7 @@ def _run_id(stage: str | None, *, dataset=None, model=None, mode=None, seed=None
     if stage == "page":
         return f"page/{Path(page).stem}"
     cell = Cell(dataset, model, mode, seed if mode != "original" else None,
-                level if mode in ("text_only", "mixed") else None, condition or "image", scoring or "letter")
+                level if mode in ("text_only", "mixed") else None, condition or "image", scoring or "option")
     if stage == "train":
         if cell.train_id is None:
             raise TextonlyError("mode 'original' is not trained: it evaluates the base model itself")
@@ -249,10 +248,13 @@ def _run_id(stage: str | None, *, dataset=None, model=None, mode=None, seed=None
 
 def model_dir_name(pretrain: dict) -> str:
     """The checkpoint folder of a pretrained base model: ``base-small-seed0-f1`` as the CLI
-    names it, plus ``-steps3-3-3`` for a schedule other than the size's default."""
+    names it, plus ``-steps3-3-3`` for a schedule other than the size's default and
+    ``-enc<hash>`` for encoder settings other than the size's default."""
     name = f"base-{pretrain.get('size', 'small')}-seed{pretrain.get('seed', 0)}-f{pretrain.get('image_start_fraction', 1.0):g}"
     if pretrain.get("steps"):
         name += "-steps" + "-".join(str(s) for s in pretrain["steps"])
+    if pretrain.get("encoder"):  # an encoder of other settings than the size's shared one
+        name += "-enc" + build_key(pretrain["encoder"])[:8]
     return name
 
 
@@ -326,7 +328,7 @@ def expand_grids(study: Study, where: str = "config") -> list[Cell]:
                                 f"(axes: {', '.join(GRID_AXES)})")
         axes = {a: _as_list(grid.get(a)) for a in GRID_AXES}
         for axis, default in (("seeds", [0]), ("levels", ["full"]), ("conditions", ["image"]),
-                              ("scorings", ["letter"])):
+                              ("scorings", ["option"])):
             axes[axis] = axes[axis] or default
         for axis in ("datasets", "models", "modes"):
             if not axes[axis]:

@@ -25,18 +25,20 @@ import torch
 
 from textonly.errors import TextonlyError
 from textonly.fileio import build_key, dumps_json, dumps_jsonl, finished_build, write_text_atomic
-from textonly.prompts import mcq_messages
+from textonly.prompts import ANSWER_FORMATS, mcq_messages
 
 MODES = ("image_text", "text_only", "mixed")
 RUN_FILE = "run.json"
 
 #: Training presets. ``paper``: the setting reported for the paper (AdamW, lr 3e-5,
-#: batch 1 x accumulation 32, 5 epochs); ``embedded``: tuned for the small embedded models.
+#: batch 1 x accumulation 32, 5 epochs; answers by letter); ``embedded``: for the small
+#: embedded models, which answer with the option's text (chosen on the worlds' ``val``
+#: split: ``benchmarks/recipe.py``).
 PRESETS = {
     "paper": dict(learning_rate=3e-5, batch_size=1, grad_accum=32, epochs=5, lora_r=16, lora_alpha=32,
-                  warmup_ratio=0.03),
+                  warmup_ratio=0.03, answer_format="letter"),
     "embedded": dict(learning_rate=1e-3, batch_size=8, grad_accum=1, epochs=5, lora_r=16, lora_alpha=32,
-                     warmup_ratio=0.1),
+                     warmup_ratio=0.1, answer_format="option"),
 }
 
 
@@ -57,6 +59,7 @@ class TrainConfig:
     lora_r: int | None = None
     lora_alpha: int | None = None
     warmup_ratio: float | None = None
+    answer_format: str | None = None  # "option" or "letter" (see textonly.prompts.ANSWER_FORMATS)
     max_steps: int = -1  # > 0 stops early (smoke runs and tests)
     save_steps: int = 10
     quantization: str | None = None  # "4bit": QLoRA through bitsandbytes
@@ -69,6 +72,8 @@ class TrainConfig:
             raise TextonlyError(f"--mode {self.mode}: choose from {', '.join(MODES)} "
                                 "('original' means no training: evaluate the model itself)")
         filled = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in PRESETS[self.preset].items()}
+        if filled["answer_format"] not in ANSWER_FORMATS:
+            raise TextonlyError(f"--answer-format {filled['answer_format']}: choose from {', '.join(ANSWER_FORMATS)}")
         return replace(self, **filled)
 
 
@@ -93,10 +98,11 @@ class Collator:
     tokens (image tokens expanded by the processor) marks where the answer starts.
     """
 
-    def __init__(self, processor, root: Path, describer: str):
+    def __init__(self, processor, root: Path, describer: str, answer_format: str = "letter"):
         self.processor = processor
         self.root = root
         self.describer = describer
+        self.answer_format = answer_format
 
     def _image(self, record: dict):
         from PIL import Image
@@ -107,7 +113,7 @@ class Collator:
     def encode(self, samples: list[tuple[dict, str]]) -> dict:
         full, prompts, images = [], [], []
         for record, condition in samples:
-            messages = mcq_messages(record, condition, self.describer, answer=True)
+            messages = mcq_messages(record, condition, self.describer, answer=True, answer_format=self.answer_format)
             full.append(self.processor.apply_chat_template(messages))
             prompts.append(self.processor.apply_chat_template(messages[:-1], add_generation_prompt=True))
             if condition == "image" and record.get("image_path") is not None:
@@ -196,7 +202,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
 
     set_seed(config.seed)  # LoRA's random init happens before Trainer seeds anything
     model, processor = load_for_training(config)
-    collator = Collator(processor, Path(config.data), config.describer)
+    collator = Collator(processor, Path(config.data), config.describer, config.answer_format)
     # tokens per epoch, counted once up front (resuming skips batches, so counting during
     # training would depend on where a run was interrupted)
     epoch_text = epoch_image = 0

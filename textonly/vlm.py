@@ -1,4 +1,5 @@
-"""The embedded base VLMs: LLaVA architecture (CLIP-style vision tower + Llama text model).
+"""The embedded base VLMs: LLaVA architecture (the CLIP vision tower of :mod:`textonly.encoder`
++ a Llama text model).
 
 Built from configs at three sizes, with a tokenizer trained on the worlds' text (chat
 template and ``<image>`` token included), a ``CLIPImageProcessorPil`` and a
@@ -9,6 +10,7 @@ and ``AutoModelForImageTextToText`` exactly as a hub model does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 from textonly.errors import TextonlyError
@@ -18,7 +20,8 @@ IMAGE_TOKEN = "<image>"
 #: ``ASSISTANT: `` is then the very token that labels its option line ("\nB. red"), and no
 #: letter token hides inside a marker (byte-level BPE spelled "ASSISTANT" with " A" and "A").
 USER, ASSISTANT = "USER: ", " ASSISTANT: "
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, USER, ASSISTANT]
+#: ``</s>`` is not id 2: CLIP's text tower reads id 2 as its legacy end-of-text convention.
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN, USER, ASSISTANT]
 #: LoRA goes on the language model only (a bare name list would also hit the vision tower).
 LORA_TARGET = r".*language_model.*\.(q_proj|v_proj)"
 #: Trained in full next to the LoRA adapters, as the paper trains the projector
@@ -41,12 +44,8 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class ModelSize:
-    """Widths and depths of the vision tower and the text model."""
+    """Widths and depths of the text model (the vision tower is the encoder's of the same size)."""
 
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    vision_mlp: int
     text_hidden: int
     text_layers: int
     text_heads: int
@@ -54,12 +53,35 @@ class ModelSize:
 
 
 MODEL_SIZES = {
-    "tiny": ModelSize(96, 2, 4, 256, 128, 2, 4, 384),  # about 1M parameters: tests, CI smoke runs
-    "small": ModelSize(128, 4, 4, 512, 256, 4, 8, 704),  # about 5M: the study's default
-    "base": ModelSize(256, 6, 8, 1024, 384, 8, 8, 1024),  # about 20M
+    "tiny": ModelSize(128, 2, 4, 384),  # tests, CI smoke runs
+    "small": ModelSize(256, 4, 8, 704),  # the study's default
+    "base": ModelSize(384, 8, 8, 1024),
 }
-IMAGE_SIZE = 64
-PATCH_SIZE = 8
+VOCAB_SIZE = 2048
+
+
+def world_corpus(worlds: str | Path) -> list[str]:
+    """All text the tokenizer should know: world text, captions, questions, options, descriptions."""
+    from textonly.fileio import read_jsonl
+    from textonly.prompts import mcq_text
+
+    texts = []
+    for name in ("wings", "heritage"):
+        root = Path(worlds) / name
+        for split in ("pretrain", "pretrain_eval", "train", "val", "test"):
+            if not (root / split / "annotations.jsonl").is_file():
+                continue
+            for r in read_jsonl(root / split / "annotations.jsonl"):
+                texts.append(mcq_text(r["question"], r["options"]))
+                texts += list((r.get("descriptions") or {}).values())
+        texts += [line["text"] for line in read_jsonl(root / "pretrain" / "text.jsonl")]
+        texts += [c["caption"] for c in read_jsonl(root / "pretrain" / "captions.jsonl")]
+    return texts
+
+
+def world_tokenizer(worlds: str | Path, vocab_size: int = VOCAB_SIZE):
+    """The organism's tokenizer: a byte-level BPE trained on the worlds' text (deterministic)."""
+    return train_tokenizer(world_corpus(worlds), vocab_size)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
@@ -80,41 +102,64 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     )
 
 
-def make_processor(tokenizer, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE):
-    """A ``LlavaProcessor``: resize the short side, centre-crop, normalise; one token per patch."""
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
+def make_image_processor(image_size: int):
+    """Resize the short side, centre-crop, normalise to [-1, 1] (the encoder's and the VLM's)."""
+    from transformers import CLIPImageProcessorPil
 
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE)
+    return CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size},
+                                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
 
 
-def make_model(size: str, tokenizer, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE, seed: int = 0):
-    """A randomly initialised ``LlavaForConditionalGeneration`` of the given size."""
+def make_processor(tokenizer, image_size: int = 64, patch_size: int = 8):
+    """A ``LlavaProcessor``: the encoder's image processing, then one token per patch."""
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(image_processor=make_image_processor(image_size), tokenizer=tokenizer,
+                          patch_size=patch_size, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+
+
+def make_model(size: str, tokenizer, vision=None, seed: int = 0):
+    """A ``LlavaForConditionalGeneration`` of the given size, its language model and projector random.
+
+    ``vision``: a pretrained ``CLIPModel`` (or its folder) whose vision tower the VLM takes;
+    ``None`` makes a random tower of the encoder's size for ``size`` (tests).
+    """
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+    from textonly.encoder import ENCODER_SIZES, IMAGE_SIZE, PATCH_SIZE
+
     if size not in MODEL_SIZES:
         raise TextonlyError(f"unknown size {size!r}; choose from {', '.join(MODEL_SIZES)}")
+    if isinstance(vision, (str, Path)):
+        from transformers import CLIPModel
+
+        vision = CLIPModel.from_pretrained(vision)
+    if vision is not None:
+        vision_config = vision.config.vision_config
+    else:
+        e = ENCODER_SIZES[size]
+        vision_config = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=e.vision_hidden,
+                                         intermediate_size=4 * e.vision_hidden, num_hidden_layers=e.vision_layers,
+                                         num_attention_heads=e.vision_heads, projection_dim=e.projection)
     s = MODEL_SIZES[size]
-    vision = CLIPVisionConfig(image_size=image_size, patch_size=patch_size, hidden_size=s.vision_hidden,
-                              intermediate_size=s.vision_mlp, num_hidden_layers=s.vision_layers,
-                              num_attention_heads=s.vision_heads, projection_dim=s.vision_hidden)
     text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.text_hidden, intermediate_size=s.text_mlp,
                        num_hidden_layers=s.text_layers, num_attention_heads=s.text_heads,
                        num_key_value_heads=s.text_heads, max_position_embeddings=512, tie_word_embeddings=True,
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id,
+    grid = vision_config.image_size // vision_config.patch_size
+    # the last layer's patch features: the tower was trained for them (LLaVA's -2 suits a
+    # CLIP whose last layer serves only its pooled output; measured here, see the book)
+    config = LlavaConfig(vision_config=vision_config, text_config=text, image_token_id=tokenizer.image_token_id,
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
-                         projector_hidden_act="gelu", image_seq_length=(image_size // patch_size) ** 2,
-                         tie_word_embeddings=True)
+                         projector_hidden_act="gelu", image_seq_length=grid * grid, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    if vision is not None:
+        model.model.vision_tower.load_state_dict(vision.vision_model.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model

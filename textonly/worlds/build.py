@@ -7,6 +7,8 @@
     README.md         the dataset card: counts, description examples, a grid of samples
     samples.png       that grid
     train/            study training set: one image per target, Type 1 questions
+    val/              validation set: one more new image per target, a Type 1 and a Type 2
+                      question (for choosing training recipes; never the test set)
     test/             study test set: new images of the targets, Type 1 + Type 2 questions
     pretrain/         pretraining material (no target image): attribute questions with
                       images (question_type 0), which-kind and fact questions on images of
@@ -254,7 +256,20 @@ def _study_splits(world: World, sizes: Sizes, species: list[dict], seed: int, wr
         for q in range(per_image[k]):
             fact = world.facts[(first + q) % len(world.facts)].name
             test.append(type2(subject, fact, next(pos2), f"test.{k:04d}.{q + 1}", image, desc))
-    return train, test
+
+    # val: one more new image per target, a Type 1 and a Type 2 question; recipes are chosen
+    # here, never on test (its own generators, so train and test do not depend on it)
+    vq = _Questions(world, species, _rng(seed, world.name, "val-questions"))
+    vpos1 = balanced_positions(len(targets), vq.rng)
+    vpos2 = balanced_positions(len(targets), vq.rng)
+    val = []
+    for k, subject in enumerate(targets):
+        image = writer.image("val", f"val-{k:04d}.png", subject["attributes"])
+        desc = text.descriptions(world, subject, _rng(seed, world.name, "val-desc", k))
+        val.append(vq.type1(subject, vpos1[k], f"val.{k:04d}.0", image, desc))
+        fact = world.facts[k % len(world.facts)].name
+        val.append(vq.type2(subject, fact, vpos2[k], f"val.{k:04d}.1", image, desc))
+    return train, test, val
 
 
 def _attribute_question(world: World, attributes: dict, attr_name: str, pos: int, qid: str, image: str,
@@ -391,6 +406,7 @@ def _card(world: World, sizes: Sizes, species: list[dict], splits: dict[str, lis
     ]
     what = {
         "train": "one image per target, Type 1 (the study's training samples)",
+        "val": "another new image per target, Type 1 and Type 2 (recipes are chosen here, never on test)",
         "test": "new images of the targets, Type 1 and Type 2",
         "pretrain": "generic individuals and pretraining kinds (no target image): attribute questions "
                     "(type 0), which-kind and fact questions on pretraining kinds' images (types 1, 2), "
@@ -432,9 +448,9 @@ def build_world(name: str, out: str | os.PathLike, *, seed: int = 0, image_size:
         return final
     species = make_species(world, sizes, seed)
     writer = _Writer(world, seed, image_size)
-    train, test = _study_splits(world, sizes, species, seed, writer)
+    train, test, val = _study_splits(world, sizes, species, seed, writer)
     captions, pretrain, world_text, evaluation = _pretraining(world, sizes, species, seed, writer)
-    splits = {"train": train, "test": test, "pretrain": pretrain, "pretrain_eval": evaluation}
+    splits = {"train": train, "val": val, "test": test, "pretrain": pretrain, "pretrain_eval": evaluation}
     with atomic_directory(final) as tmp:
         for split in splits:
             (tmp / split / IMAGES).mkdir(parents=True)
