@@ -42,7 +42,8 @@ def test_book_builds_offline_from_the_smoke_results(smoke_book):
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     pages = smoke_book.html / "results" / "pages"
     main = (pages / "06_results.html").read_text(encoding="utf-8")
-    assert main.count("<table") >= 3 and "p vs original" in main and "paper: Choi et al. 2024" in main
+    assert main.count("<table") >= 4 and "McNemar p vs original" in main and "paper: Choi et al. 2024" in main
+    assert all(f"<td>{scoring}</td>" in main for scoring in ("option", "letter", "generate"))  # scorings beside
     assert re.search(r'<img[^>]+src="[^"]*_images/[^"]+\.png"', main)  # the seaborn figure
     prose = _text(pages / "06_results.html")
     assert re.search(r"overall accuracy was \d+\.\d% for the original model", prose)  # glued, not typed
@@ -50,7 +51,8 @@ def test_book_builds_offline_from_the_smoke_results(smoke_book):
     worlds = _text(pages / "01_worlds.html")
     assert "150 named kinds in 30 look-alike groups" in worlds and "name_only" in worlds
     base = _text(pages / "02_base_model.html")
-    assert "What it knows" in base and "language model" in base
+    assert "What the encoder sees" in base and "What the VLM can do" in base and "language model" in base
+    assert re.search(r"\d+ of the \d+ targets are met", base)  # glued from the competence table
     energy = _text(pages / "08_energy.html")
     assert "estimate" in energy and "train_pflop" in energy
     assert "name_only" in _text(pages / "09_description_quality.html")

@@ -21,7 +21,7 @@ NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 def test_profiles_of_the_main_study():
     smoke, default, full = (st.load_study("studies/main.yaml", p) for p in ("smoke", "default", "full"))
     for s in (smoke, default, full):
-        main = [c for c in s.cells if c.condition == "image" and c.scoring == "letter"]
+        main = [c for c in s.cells if c.condition == "image" and c.scoring == "option"]
         assert {c.dataset for c in main} == {"wings", "heritage"}
         assert {"original", "image_text", "text_only"} <= {c.mode for c in main}
         # original is not trained: no seed, one cell per dataset and model
@@ -31,7 +31,9 @@ def test_profiles_of_the_main_study():
     assert {c.model for c in default.cells} == {"small"}
     assert len({c.seed for c in default.cells if c.mode == "text_only"}) >= 3
     assert {c.level for c in default.cells if c.mode == "text_only"} == {"full", "partial", "wrong", "name_only"}
-    assert {c.condition for c in default.cells} == {"image"} and {c.scoring for c in default.cells} == {"letter"}
+    assert {c.condition for c in default.cells} == {"image"}
+    assert {c.scoring for c in default.cells} == {"option", "letter", "generate"}  # the paper's beside the organism's
+    assert {c.scoring for c in smoke.cells} == {"option", "letter", "generate"}
     assert {c.condition for c in full.cells} == {"image", "no_image", "description"}
     # cells shared by two grids run once; steps come upstream first
     assert len(default.cells) == len(set(default.cells))
@@ -198,7 +200,7 @@ def test_runner_runs_once_then_skips_everything(fake_study):
     assert again.ok and again.executed == [] and fake.calls == [] and again.skipped == list(s.steps)
     # the tables: one row per evaluation and group; McNemar per seed; costs with FLOPs
     results = (root / "results" / "results.csv").read_text()
-    assert results.count("\nwings,m,text_only,full,0,image,letter,overall,overall,") == 1
+    assert results.count("\nwings,m,text_only,full,0,image,option,overall,overall,") == 1
     import pandas as pd
 
     summary = pd.read_csv(root / "results" / "summary.csv")
@@ -208,6 +210,12 @@ def test_runner_runs_once_then_skips_everything(fake_study):
     comparisons = pd.read_csv(root / "results" / "comparisons.csv")
     pairs = set(zip(comparisons["a"], comparisons["b"]))
     assert pairs == {("image_text", "original"), ("text_only", "original"), ("text_only", "image_text")}
+    # pooled over the two seeds: each seed's answer to a question is one pair (original repeated)
+    pooled = comparisons[(comparisons["seed"].astype(str) == "pooled") & (comparisons["group"] == "overall")]
+    n_questions = len(read_jsonl(root / "data" / "worlds" / "wings" / "test" / "annotations.jsonl"))
+    assert set(pooled["n"]) == {2 * n_questions} and len(pooled) == 3
+    vs_original = pooled[(pooled["a"] == "text_only") & (pooled["b"] == "original")].iloc[0]
+    assert vs_original["a_only"] == 2 * sum(i % 3 < 2 for i in range(n_questions)) and vs_original["b_only"] == 0
     runs = pd.read_csv(root / "results" / "runs.csv")
     trained = runs[runs["mode"] == "image_text"].iloc[0]
     assert trained["train_flops"] == 4 * 60 * (1000 + 640) + 6 * 10 * 640 + 2 * 30 * (640 + 10)  # LoRA: 4N in the LM
@@ -224,13 +232,13 @@ def test_a_changed_input_reruns_only_what_depends_on_it(fake_study):
     fake.calls.clear()
     st.run_study(config, "p", root=root, progress=False)
     assert [c for c in fake.calls if not c.startswith("page/")] == [
-        "train/wings-m-text_only-full-s1", "evaluate/wings-m-text_only-full-s1-image-letter"]
+        "train/wings-m-text_only-full-s1", "evaluate/wings-m-text_only-full-s1-image-option"]
     # a killed study: the step that was running left no step.json; only it runs again (its
     # own function resumes the work), the rest is skipped
-    (s.steps["evaluate/wings-m-original-image-letter"].dir / "step.json").unlink()
+    (s.steps["evaluate/wings-m-original-image-option"].dir / "step.json").unlink()
     fake.calls.clear()
     report = st.run_study(config, "p", root=root, progress=False)
-    assert fake.calls == ["evaluate/wings-m-original-image-letter"] and report.ok
+    assert fake.calls == ["evaluate/wings-m-original-image-option"] and report.ok
 
 
 def test_a_failing_step_is_named_and_the_others_go_on(fake_study):
@@ -240,14 +248,14 @@ def test_a_failing_step_is_named_and_the_others_go_on(fake_study):
     assert not report.ok and list(report.failed) == ["train/wings-m-image_text-s0"]
     assert "notebooks/04_train.ipynb failed (train/wings-m-image_text-s0)" in report.failed[
         "train/wings-m-image_text-s0"] and "boom" in report.failed["train/wings-m-image_text-s0"]
-    assert list(report.blocked) == ["evaluate/wings-m-image_text-s0-image-letter"]
-    assert "evaluate/wings-m-text_only-full-s1-image-letter" in report.executed  # the others went on
+    assert list(report.blocked) == ["evaluate/wings-m-image_text-s0-image-option"]
+    assert "evaluate/wings-m-text_only-full-s1-image-option" in report.executed  # the others went on
     assert "page/06_results" in report.executed  # the pages show what finished
     fake.fail = set()
     fake.calls.clear()
     retry = st.run_study(config, "p", root=root, progress=False)
     assert retry.ok and [c for c in fake.calls if not c.startswith("page/")] == [
-        "train/wings-m-image_text-s0", "evaluate/wings-m-image_text-s0-image-letter"]
+        "train/wings-m-image_text-s0", "evaluate/wings-m-image_text-s0-image-option"]
 
 
 def test_only_runs_a_subset(fake_study):

@@ -1,4 +1,4 @@
-"""The study core on every architecture: train (both modes, resumable) and evaluate (both scorings),
+"""The study core on every architecture: train (both modes, resumable) and evaluate (all three scorings),
 on the embedded LLaVA model and tiny random LLaVA-NeXT and Qwen2-VL models built from configs."""
 
 import json
@@ -57,17 +57,20 @@ def test_train_both_modes_then_evaluate_both_scorings(arch, tiny_models, small_s
         assert run["steps"] == 3 and all(torch.isfinite(torch.tensor(c["loss"])) for c in
                                          map(json.loads, (tmp_path / mode / "curves.jsonl").read_text().split("\n")[:-1]))
         assert run["energy"]["energy_mode"] and run["wall_seconds"] > 0 and run["provenance"]["data_hash"]
+        assert run["config"]["answer_format"] == "option"  # the embedded preset's format, recorded
         runs[mode] = run
     # text-only batches carry no image: no image token is ever processed
     assert runs["text_only"]["tokens"]["image"] == 0 and runs["image_text"]["tokens"]["image"] > 0
     assert runs["text_only"]["tokens"]["text"] > 0
-    for scoring in ("letter", "generate"):
+    for scoring in ("option", "letter", "generate"):
         result = evaluate(EvalConfig(model=str(tiny_models[arch]), data=str(small_split), scoring=scoring,
                                      adapter=str(tmp_path / "text_only"), batch_size=3),
                           tmp_path / f"eval-{scoring}", progress=False)
-        assert result["metrics"]["overall"]["n"] == 8 and 0 <= result["metrics"]["overall"]["accuracy"] <= 1
+        assert result["metrics"]["overall"]["n"] == 8 and result["config"]["scoring"] == scoring
         predictions = [json.loads(x) for x in (tmp_path / f"eval-{scoring}" / "predictions.jsonl").read_text().split("\n") if x]
         assert len(predictions) == 8 and all("options" in p and "prediction" in p for p in predictions)
+        if scoring == "option":  # the mean per token decides; the sum and per-character scores are kept
+            assert all(len(p["sum"]) == len(p["per_char"]) == len(p["options"]) for p in predictions)
         if scoring == "generate":
             assert 0 <= result["parse_failure_rate"] <= 1
             # a parse failure is wrong, never a guess

@@ -38,11 +38,15 @@ def test_study_splits_mirror_the_paper(worlds, world, n_train, type1, type2, cat
     targets = {s["name"] for s in _species(worlds, world) if s["role"] == "target"}
     assert {r["subject"] for r in train} == targets  # one training image per target
     assert not {r["image_path"] for r in train} & {r["image_path"] for r in test}  # new images
+    val = _records(worlds, world, "val")  # one more new image per target, for choosing recipes
+    assert Counter(r["question_type"] for r in val) == {1: len(targets), 2: len(targets)}
+    assert {r["subject"] for r in val} == targets
+    assert len({r["image_path"] for r in val}) == len(targets)
 
 
 @pytest.mark.parametrize("world", ["wings", "heritage"])
 def test_answer_positions_balanced_and_options_valid(worlds, world):
-    for split in ("train", "test", "pretrain", "pretrain_eval"):
+    for split in ("train", "val", "test", "pretrain", "pretrain_eval"):
         records = _records(worlds, world, split)
         assert all(len(r["options"]) == 4 and len(set(r["options"])) == 4 for r in records)
         counts = Counter(r["answer"] for r in records)

@@ -133,7 +133,8 @@ def encoder_card(folder: str | Path, config: dict, report: dict, curves: list[di
         f"{c['image_size']} px images in {c['patch_size']} px patches, pretrained contrastively on "
         + ", ".join(f"{n:,} rendered `{w}` images" for w, n in config["images"].items())
         + f" of generic individuals (in look-alike families of {c['family_size']}) and pretraining kinds, "
-        f"never a target; {c.get('steps') or 'the default'} steps of {c['batch_size']} images. "
+        f"never a target; {config['steps']} steps of {c['batch_size']} images, with an auxiliary attribute loss "
+        f"of weight {c['attribute_loss_weight']:g} on the patch features the VLM reads. "
         f"Rendering took {s['render']:.0f} s and training {s['train']:.0f} s on {config['torch_threads']} "
         "CPU thread(s).",
         "",
@@ -141,14 +142,17 @@ def encoder_card(folder: str | Path, config: dict, report: dict, curves: list[di
         "",
         "## What it sees (accuracy per attribute on held-out generic images, 95% intervals)",
         "",
-        "Zero-shot: the one-attribute caption closest to the image. Linear probe: a logistic "
-        "regression on its pooled image features, fitted on other rendered images.",
+        "Zero-shot: the one-attribute caption closest to the image. Linear probes: logistic "
+        "regressions, fitted on other rendered images, on the pooled image features and on the mean "
+        "patch features that the VLM reads.",
         "",
     ]
     for world, parts in report.items():
-        lines += [f"### `{world}`", "", "| attribute | zero-shot | linear probe |", "|---|---|---|"]
+        lines += [f"### `{world}`", "", "| attribute | zero-shot | linear probe (pooled) | linear probe (patches) |",
+                  "|---|---|---|---|"]
         for attr in parts["zero_shot"]:
-            lines.append(f"| {attr} | {_fmt(parts['zero_shot'][attr])} | {_fmt(parts['linear_probe'][attr])} |")
+            lines.append(f"| {attr} | {_fmt(parts['zero_shot'][attr])} | {_fmt(parts['linear_probe'][attr])} | "
+                         f"{_fmt(parts['patch_probe'][attr])} |")
         lines.append("")
     return "\n".join(lines)
 

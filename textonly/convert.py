@@ -93,7 +93,7 @@ def dataset_prompt_key(root: Path, config: dict) -> str:
 
 def is_embedded(model) -> bool:
     """True for the project's embedded base VLMs (:mod:`textonly.vlm`): a loaded processor or a checkpoint folder."""
-    from textonly.vlm import CHAT_TEMPLATE
+    from textonly.tokenizer import CHAT_TEMPLATE
 
     if isinstance(model, (str, os.PathLike)):
         # read from the file that save_pretrained writes, so that a skipped repeat loads nothing

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -95,14 +96,17 @@ def option_tokens(processor, record: dict, condition: str = "image", describer: 
     context, ids = None, []
     for k, option in enumerate(record["options"]):
         text = processor.apply_chat_template(messages + [assistant(answer_text(record, "option", k))])
-        start = text.find(option, len(prompt) - 1) if text.startswith(prompt[:-1]) else -1
+        # the answer begins where the conversation leaves the generation prompt; what lies
+        # between there and the option (a space the template adds) is part of the answer
+        begin = len(os.path.commonprefix([prompt, text]))
+        start = text.find(option, begin) if begin >= len(prompt) - 1 else -1
         if start < 0 or not option:
             raise TextonlyError(f"question {record['id_']!r}: option {option!r} is not where the chat template "
                                 "puts the answer")
         end = start + len(option)
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         spans = encoded["offset_mapping"]
-        inside = [t for t, (a, b) in enumerate(spans) if b > a and a < end and b > start]
+        inside = [t for t, (a, b) in enumerate(spans) if b > a and a < end and b > begin]
         here = text[: spans[inside[0]][0]]
         if context is None:
             context = here
@@ -166,7 +170,8 @@ def score_options(model, processor, records: list[dict], root: str | Path, *, co
             _repeat_cache(cache, index)
             attention = torch.cat([inputs["attention_mask"][index], mask], dim=1)
             extra = {}
-            inner = getattr(model, "model", None)
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA
+            inner = getattr(base, "model", None)
             if hasattr(inner, "rope_deltas"):
                 # M-RoPE (Qwen2-VL): the text after the prompt continues at the prompt's offset per
                 # row (zero without an image), as generation places it; given explicitly, since

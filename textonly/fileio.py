@@ -31,6 +31,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` a training checkpoint atomically (a kill mid-write keeps the previous one)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def dumps_jsonl(records: Iterable[dict]) -> str:
     """One JSON object per line, UTF-8 text, keys in insertion order (deterministic)."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,8 @@ from tqdm.auto import tqdm
 
 from textonly.cards import write_model_card
 from textonly.errors import TextonlyError
-from textonly.fileio import atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl
+from textonly.fileio import (atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl,
+                             save_checkpoint)
 from textonly.prompts import assistant, mcq_messages, user_content
 
 WORLD_NAMES = ("wings", "heritage")
@@ -77,6 +77,9 @@ class PretrainConfig:
     knowledge_fraction: float = 0.2
     described_fraction: float = 0.15
     precision: str = "fp32"  # bf16 autocast measured no faster at these sizes on CPU
+    #: Questions per instruction conversation (an image's questions are split into several):
+    #: every turn repeats the study's prompt, so long conversations cost much for few answers.
+    turns_per_conversation: int = 3
     #: Settings of the vision encoder (:class:`textonly.encoder.EncoderConfig` fields; its
     #: size is this model's). The defaults make the one shared encoder of the size.
     encoder: dict = field(default_factory=dict)
@@ -263,15 +266,16 @@ def plan_schedule(config: PretrainConfig) -> list[str]:
     return ["language"] * first + mixed + ["instruction"] * n_instr
 
 
-def fingerprint(config: PretrainConfig, encoder_key: str) -> str:
-    """Hash of the config, the worlds, the encoder and the code that trains: same hash, same model."""
+def fingerprint(config: PretrainConfig, encoder_key: str, tokenizer) -> str:
+    """Hash of the config, the worlds, the encoder, the vocabulary and the code that trains and
+    probes: same hash, same model."""
     worlds = [json.loads((Path(config.worlds) / name / "world.json").read_text())["fingerprint"]
               for name in WORLD_NAMES]
     here = Path(__file__).parent
     code = [(here / module).read_bytes() for module in ("pretrain.py", "vlm.py", "prompts.py", "evaluate.py")]
     # the worlds count by their content (their fingerprints), not by how their path is spelled
     settings = {k: v for k, v in asdict(config).items() if k not in ("worlds", "checkpoint_every")}
-    return build_key(settings, encoder_key, *worlds, *code)
+    return build_key(settings, encoder_key, tokenizer.backend_tokenizer.to_str(), *worlds, *code)
 
 
 def flops_per_sample(summary: dict, n_text_tokens: int, n_images: int, image_tokens: int) -> float:
@@ -300,12 +304,14 @@ class Samples:
         for k, r in material.questions:
             (by_image.setdefault(k, []) if k else by_subject.setdefault(r["subject"], [])).append(r)
         caption_of = dict(material.captions)
-        self.visual = [(*maker.chat(conversation(rs, "image")), index[k]) for k, rs in by_image.items()]
+        turns = config.turns_per_conversation
+        chunks = [(k, rs[i:i + turns]) for k, rs in by_image.items() for i in range(0, len(rs), turns)]
+        self.visual = [(*maker.chat(conversation(rs, "image")), index[k]) for k, rs in chunks]
         self.knowledge = [(*maker.chat(conversation(rs, "no_image")), None) for rs in by_subject.values()]
         # the same conversations with the image's caption in its place: reading a description
         # and answering is the skill that text-only training relies on
         self.described = [(*maker.chat(conversation(rs, "description", caption_of[k])), None)
-                          for k, rs in by_image.items() if k in caption_of]
+                          for k, rs in chunks if k in caption_of]
 
     def text_sample(self, rng: np.random.Generator):
         picks = rng.choice(len(self.statement_ids), size=self.config.statements_per_sample, replace=False)
@@ -349,13 +355,13 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     started = time.perf_counter()
     encoder_dir = pretrain_encoder(config.encoder_config(), encoder_path(config, out), progress=progress)
     encoder_info = json.loads((encoder_dir / "encoder_config.json").read_text())
-    key = fingerprint(config, encoder_info["fingerprint"])
+    tokenizer = vlm.world_tokenizer(config.worlds, config.vocab_size)
+    key = fingerprint(config, encoder_info["fingerprint"], tokenizer)
     if not force and finished_build(out / "pretrain_config.json", key) and (out / "model.safetensors").is_file():
         return out
     encoder_seconds = time.perf_counter() - started
     torch.manual_seed(config.seed)
     material = gather_material(config)
-    tokenizer = vlm.world_tokenizer(config.worlds, config.vocab_size)
     clip = CLIPModel.from_pretrained(encoder_dir)
     vision = clip.config.vision_config
     processor = vlm.make_processor(tokenizer, vision.image_size, vision.patch_size)
@@ -424,12 +430,11 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
         if step % 20 == 0:
             bar.set_postfix(phase=phase, loss=f"{loss.item():.3f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < len(schedule):
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state(), "step": step + 1, "curves": curves,
-                        "totals": totals, "seconds": seconds, "fingerprint": key}, tmp)
-            os.replace(tmp, checkpoint)
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "step": step + 1, "curves": curves,
+                "totals": totals, "seconds": seconds, "fingerprint": key})
     train_seconds = sum(seconds.values())
     model.eval()
 

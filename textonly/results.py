@@ -175,6 +175,7 @@ def _run_row(study, step, cell: dict, ev: dict) -> dict:
         row.update({
             "train_dir": str(train_step.dir.relative_to(study.dir)), "train_steps": run["steps"],
             "train_epochs": run["epochs"], "train_samples": run["samples"],
+            "answer_format": run.get("config", {}).get("answer_format"),
             "train_text_tokens": tokens["text"], "train_image_tokens": tokens["image"],
             "train_flops": train_flops(tokens["text"], tokens["image"], params),
             "train_seconds": run["wall_seconds"], "train_energy_kwh": run["energy"].get("energy_kwh"),
@@ -250,9 +251,44 @@ def _comparisons(correct: dict) -> pd.DataFrame:
                              "a": cell_a["mode"], "a_level": cell_a["level"], "b": cell_b["mode"],
                              "b_level": cell_b["level"], "group": group, "a_accuracy": np.mean(list(a.values())),
                              "b_accuracy": np.mean(list(b.values())), **test})
+    rows += _pooled(cells)
     columns = ["dataset", "model", "condition", "scoring", "seed", "a", "a_level", "b", "b_level", "group",
                "a_accuracy", "b_accuracy", "n", "a_only", "b_only", "p_value"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pooled(cells: list) -> list[dict]:
+    """McNemar's test pooled over seeds: every (seed, question) is one pair; a seedless
+    ``original`` is paired with each seed of the other mode. Rows have ``seed`` = ``pooled``."""
+    from textonly.stats import mcnemar
+
+    def key(cell):
+        return tuple(cell[k] for k in ("dataset", "model", "condition", "scoring", "mode", "level"))
+
+    by_key: dict[tuple, dict] = {}
+    for cell, answers in cells:
+        by_key.setdefault(key(cell), {})[cell["seed"]] = answers
+    rows = []
+    for ka, seeds_a in by_key.items():
+        for kb, seeds_b in by_key.items():
+            if (ka[4], kb[4]) not in PAIRS or ka[:4] != kb[:4] or len(seeds_a) < 2:
+                continue
+            for group, keep in [("overall", None), ("Type 1", 1), ("Type 2", 2)]:
+                a, b = {}, {}
+                for seed, answers in seeds_a.items():
+                    other = seeds_b.get(seed) if kb[4] != "original" else next(iter(seeds_b.values()))
+                    if other is None:
+                        continue
+                    for i, (c, t, _) in answers.items():
+                        if keep is None or t == keep:
+                            a[(seed, i)], b[(seed, i)] = c, other[i][0]
+                if not a:
+                    continue
+                rows.append({"dataset": ka[0], "model": ka[1], "condition": ka[2], "scoring": ka[3], "seed": "pooled",
+                             "a": ka[4], "a_level": ka[5], "b": kb[4], "b_level": kb[5], "group": group,
+                             "a_accuracy": np.mean(list(a.values())), "b_accuracy": np.mean(list(b.values())),
+                             **mcnemar(a, b)})
+    return rows
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -302,10 +338,40 @@ def main_table(study, tables: dict) -> pd.DataFrame:
     wide = wide.reindex(columns=[c for c in ("overall", "Type 1", "Type 2") if c in wide.columns])
     wide.columns.name = None
     wide["seeds"] = seeds.reindex(wide.index).astype(int)
-    wide["p vs original (median over seeds)"] = [_p_cell(study, tables["comparisons"], d, m, mode)
+    wide["McNemar p vs original"] = [_p_cell(study, tables["comparisons"], d, m, mode)
                                                  for d, m, mode in wide.index]
     wide = in_study_order(study, wide.reset_index())
     return wide.rename(columns={"overall": "overall % [95% CI]", "Type 1": "Type 1 %", "Type 2": "Type 2 %"})
+
+
+def scorings_table(study, tables: dict) -> pd.DataFrame:
+    """The main comparison under each scoring (option, letter, generate) side by side: overall,
+    Type 1 and Type 2 accuracy (%, 95% interval, mean over seeds) and, for generate, the
+    share of answers that did not parse (counted wrong)."""
+    summary = tables["summary"]
+    if summary.empty:
+        return pd.DataFrame()
+    frames = []
+    for scoring in [s for s in ("option", "letter", "generate") if s in set(summary["scoring"])]:
+        rows = _main_rows(study, summary, scoring=scoring)
+        rows = rows[rows["breakdown"].isin(["overall", "question_type"])]
+        wide = rows.assign(cell=rows.apply(_with_interval, axis=1)).pivot_table(
+            index=["dataset", "model", "mode"], columns="group", values="cell", aggfunc="first")
+        wide = wide.reindex(columns=[c for c in ("overall", "Type 1", "Type 2") if c in wide.columns])
+        wide.columns.name = None
+        wide["seeds"] = rows[rows["group"] == "overall"].set_index(["dataset", "model", "mode"])["seeds"] \
+            .reindex(wide.index).astype(int)
+        frames.append(wide.reset_index().assign(scoring=scoring))
+    out = pd.concat(frames, ignore_index=True)
+    runs = tables["runs"]
+    if "parse_failure_rate" in runs:
+        failures = runs.groupby(["dataset", "model", "mode", "scoring"])["parse_failure_rate"].mean()
+        out["parse failures %"] = [pct(failures.get((d, m, mode, sc), np.nan)) for d, m, mode, sc in
+                                   zip(out["dataset"], out["model"], out["mode"], out["scoring"])]
+    out = in_study_order(study, out)
+    columns = ["dataset", "model", "mode", "scoring", "overall", "Type 1", "Type 2", "seeds"]
+    columns += ["parse failures %"] if "parse failures %" in out else []
+    return out[columns].rename(columns={"overall": "overall % [95% CI]", "Type 1": "Type 1 %", "Type 2": "Type 2 %"})
 
 
 def _p_cell(study, comparisons: pd.DataFrame, dataset: str, model: str, mode: str) -> str:
@@ -316,8 +382,10 @@ def _p_cell(study, comparisons: pd.DataFrame, dataset: str, model: str, mode: st
                 & (rows["b"] == "original") & (rows["group"] == "overall")]
     if rows.empty:
         return "–"
-    p = rows["p_value"]
-    return f"{p.median():.3g} ({int((p < 0.05).sum())}/{len(p)} seeds p < 0.05)"
+    pooled = rows[rows["seed"].astype(str) == "pooled"]["p_value"]
+    p = rows[rows["seed"].astype(str) != "pooled"]["p_value"]
+    text = f"{p.median():.3g} ({int((p < 0.05).sum())}/{len(p)} seeds p < 0.05)"
+    return f"pooled {pooled.iloc[0]:.2g}; per seed {text}" if len(pooled) else text
 
 
 def paper(study) -> dict:
@@ -649,42 +717,102 @@ def lookalike_grid(study, world: str, groups: int = 3, per_kind: int = 2):
 
 
 def base_model_summary(study, model: str) -> dict:
-    """Parameters, schedule and throughput of a pretrained base model."""
+    """Parameters, schedule, throughput and encoder of a pretrained base model."""
     config = json.loads((Path(study.model_path(model)) / "pretrain_config.json").read_text())
     return {"size": config["config"]["size"], "parameters": config["parameters"], "steps": config["steps"],
             "image_tokens": config["image_tokens"], "throughput": config["throughput"],
-            "threads": config.get("torch_threads")}
+            "threads": config.get("torch_threads"), "encoder": config["encoder"],
+            "appearance_in_text": len(config.get("targets_with_appearance_in_text", []))}
+
+
+def encoder_dir(study, model: str) -> Path:
+    """The CLIP encoder folder whose vision tower a pretrained base model took."""
+    base = Path(study.model_path(model))
+    return base.parent / json.loads((base / "pretrain_config.json").read_text())["encoder"]["folder"]
+
+
+def encoder_summary(study, model: str) -> dict:
+    """The encoder's settings, sizes, images and seconds (its ``encoder_config.json``)."""
+    return json.loads((encoder_dir(study, model) / "encoder_config.json").read_text())
+
+
+def encoder_table(study, model: str) -> pd.DataFrame:
+    """What the encoder sees: zero-shot and linear-probe accuracy (%) per attribute, with 95% intervals."""
+    report = json.loads((encoder_dir(study, model) / "report.json").read_text())
+    rows = []
+    for world, parts in report.items():
+        for attr, zero in parts["zero_shot"].items():
+            probe = parts["linear_probe"][attr]
+            rows.append({"world": world, "attribute": attr, "zero-shot %": _with_interval(zero),
+                         "linear probe, pooled %": _with_interval(probe),
+                         "linear probe, patches %": _with_interval(parts["patch_probe"][attr]), "n": zero["n"]})
+    return pd.DataFrame(rows)
+
+
+#: The competence the study needs of its base model (the organism issue's targets).
+COMPETENCE = {"attributes_mean": 0.90, "attributes_min": 0.75, "knowledge": 0.90}
+
+
+def competence(study, model: str) -> pd.DataFrame:
+    """Per world: the mean and the lowest attribute accuracy and the knowledge accuracy (option
+    scoring), each against its target (:data:`COMPETENCE`)."""
+    path = Path(study.model_path(model)) / "report.json"
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = []
+    for world, parts in json.loads(path.read_text()).items():
+        attrs = {k: v for k, v in parts["attributes"].items() if k != "overall"}
+        lowest = min(attrs, key=lambda k: attrs[k]["accuracy"])
+        mean = float(np.mean([v["accuracy"] for v in attrs.values()]))
+        knowledge = parts["knowledge"]["overall"]
+        rows += [
+            {"world": world, "measure": "attributes, mean over attributes", "accuracy %": pct(mean),
+             "target %": pct(COMPETENCE["attributes_mean"], 0), "met": mean >= COMPETENCE["attributes_mean"]},
+            {"world": world, "measure": f"attributes, lowest ({lowest})", "accuracy %": _with_interval(attrs[lowest]),
+             "target %": pct(COMPETENCE["attributes_min"], 0),
+             "met": attrs[lowest]["accuracy"] >= COMPETENCE["attributes_min"]},
+            {"world": world, "measure": "knowledge of pretraining kinds", "accuracy %": _with_interval(knowledge),
+             "target %": pct(COMPETENCE["knowledge"], 0), "met": knowledge["accuracy"] >= COMPETENCE["knowledge"]},
+        ]
+    return pd.DataFrame(rows)
 
 
 def plot_pretraining(study, model: str):
-    """Pretraining loss per step, coloured by phase (language, alignment, instruction)."""
+    """The encoder's contrastive loss, and the VLM's loss per step coloured by stage."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
     curves = pd.DataFrame(read_jsonl(Path(study.model_path(model)) / "curves.jsonl"))
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    sns.scatterplot(data=curves, x="step", y="loss", hue="phase", s=8, linewidth=0, ax=ax,
+    encoder = pd.DataFrame(read_jsonl(encoder_dir(study, model) / "curves.jsonl"))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    if len(encoder):
+        encoder["loss (mean of 50 steps)"] = encoder.groupby("world")["loss"].transform(
+            lambda x: x.rolling(50, min_periods=1).mean())
+        sns.lineplot(data=encoder, x="step", y="loss (mean of 50 steps)", hue="world", ax=left)
+    left.set_title("vision encoder (CLIP, contrastive)")
+    sns.scatterplot(data=curves, x="step", y="loss", hue="phase", s=8, linewidth=0, ax=right,
                     hue_order=[p for p in ("language", "alignment", "instruction") if p in set(curves["phase"])])
-    ax.set_yscale("log")
-    ax.set_ylabel("training loss")
+    right.set_yscale("log")
+    right.set_ylabel("training loss")
+    right.set_title("VLM (tower frozen)")
     fig.tight_layout()
     return figure_png(fig)
 
 
 def knowledge_table(study, model: str) -> pd.DataFrame:
     """What the base model knows (its ``report.json``): accuracy (%) with 95% intervals per probe."""
+    from textonly.cards import probe_label
+
     path = Path(study.model_path(model)) / "report.json"
     if not path.is_file():
         return pd.DataFrame()
-    names = {"attributes": "attributes (held-out generic images)", "knowledge": "text knowledge (pretraining kinds)",
-             "original": "targets before fine-tuning (original)"}
     rows = []
     for world, parts in json.loads(path.read_text()).items():
         for part, table in parts.items():
             for group, cell in table.items():
-                label = f"Type {group}" if part == "original" and group != "overall" else group
-                rows.append({"world": world, "probe": names.get(part, part), "group": label,
+                label = f"Type {group}" if part.startswith("original") and group != "overall" else group
+                rows.append({"world": world, "probe": probe_label(part), "group": label,
                              "accuracy %": pct(cell["accuracy"]), "95% CI": f"[{pct(cell['low'])}, {pct(cell['high'])}]",
                              "n": cell["n"], "above chance": bool(cell["low"] > CHANCE)})
     return pd.DataFrame(rows)

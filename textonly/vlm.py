@@ -11,36 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from textonly.errors import TextonlyError
+from textonly.tokenizer import ASSISTANT, CHAT_TEMPLATE, IMAGE_TOKEN, USER, train_tokenizer, world_tokenizer  # noqa: F401
 
-IMAGE_TOKEN = "<image>"
-#: The role markers are single tokens, spaces included: the answer letter after
-#: ``ASSISTANT: `` is then the very token that labels its option line ("\nB. red"), and no
-#: letter token hides inside a marker (byte-level BPE spelled "ASSISTANT" with " A" and "A").
-USER, ASSISTANT = "USER: ", " ASSISTANT: "
-#: ``</s>`` is not id 2: CLIP's text tower reads id 2 as its legacy end-of-text convention.
-SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN, USER, ASSISTANT]
 #: LoRA goes on the language model only (a bare name list would also hit the vision tower).
 LORA_TARGET = r".*language_model.*\.(q_proj|v_proj)"
 #: Trained in full next to the LoRA adapters, as the paper trains the projector
 #: (LLaVA: ``multi_modal_projector``; Qwen2-VL: ``visual.merger``).
 LORA_MODULES_TO_SAVE = ["multi_modal_projector", "merger"]
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: {% elif message['role'] == 'assistant' %} ASSISTANT: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %} ASSISTANT: {% endif %}"
-)
-
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -57,63 +36,11 @@ MODEL_SIZES = {
     "small": ModelSize(256, 4, 8, 704),  # the study's default
     "base": ModelSize(384, 8, 8, 1024),
 }
-VOCAB_SIZE = 2048
-
-
-def world_corpus(worlds: str | Path) -> list[str]:
-    """All text the tokenizer should know: world text, captions, questions, options, descriptions."""
-    from textonly.fileio import read_jsonl
-    from textonly.prompts import mcq_text
-
-    texts = []
-    for name in ("wings", "heritage"):
-        root = Path(worlds) / name
-        for split in ("pretrain", "pretrain_eval", "train", "val", "test"):
-            if not (root / split / "annotations.jsonl").is_file():
-                continue
-            for r in read_jsonl(root / split / "annotations.jsonl"):
-                texts.append(mcq_text(r["question"], r["options"]))
-                texts += list((r.get("descriptions") or {}).values())
-        texts += [line["text"] for line in read_jsonl(root / "pretrain" / "text.jsonl")]
-        texts += [c["caption"] for c in read_jsonl(root / "pretrain" / "captions.jsonl")]
-    return texts
-
-
-def world_tokenizer(worlds: str | Path, vocab_size: int = VOCAB_SIZE):
-    """The organism's tokenizer: a byte-level BPE trained on the worlds' text (deterministic)."""
-    return train_tokenizer(world_corpus(worlds), vocab_size)
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
-    """A byte-level BPE tokenizer trained on ``texts``, with the chat template and image token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN}, chat_template=CHAT_TEMPLATE,
-        padding_side="right", model_max_length=512,
-    )
-
-
-def make_image_processor(image_size: int):
-    """Resize the short side, centre-crop, normalise to [-1, 1] (the encoder's and the VLM's)."""
-    from transformers import CLIPImageProcessorPil
-
-    return CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                                 crop_size={"height": image_size, "width": image_size},
-                                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-
-
 def make_processor(tokenizer, image_size: int = 64, patch_size: int = 8):
     """A ``LlavaProcessor``: the encoder's image processing, then one token per patch."""
     from transformers import LlavaProcessor
+
+    from textonly.encoder import make_image_processor
 
     return LlavaProcessor(image_processor=make_image_processor(image_size), tokenizer=tokenizer,
                           patch_size=patch_size, vision_feature_select_strategy="default",
@@ -151,10 +78,10 @@ def make_model(size: str, tokenizer, vision=None, seed: int = 0):
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id)
     grid = vision_config.image_size // vision_config.patch_size
-    # the last layer's patch features: the tower was trained for them (LLaVA's -2 suits a
-    # CLIP whose last layer serves only its pooled output; measured here, see the book)
+    # LLaVA's choice: the patch features of the second-to-last layer. The tower's losses reach
+    # the last layer only through its class token, so its patch outputs are trained by nothing
     config = LlavaConfig(vision_config=vision_config, text_config=text, image_token_id=tokenizer.image_token_id,
-                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
                          projector_hidden_act="gelu", image_seq_length=grid * grid, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
