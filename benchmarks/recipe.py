@@ -4,7 +4,7 @@ For each candidate recipe (learning rate x epochs x LoRA rank), fine-tune the ba
 `image_text` mode on each world's `train/` split and score the `val/` split (new images of
 the training kinds) by option likelihood; the recipe with the best mean Type 1 accuracy over
 the worlds (ties: the cheaper one) is the preset. Every candidate's figures and the choice
-are written, with provenance, to `book/measured/recipe.json`, which the book shows.
+are written, with provenance, to `book/measured/recipe.json`.
 
     python benchmarks/recipe.py --model data/models/base-small-seed0-f1
 """
