@@ -17,6 +17,7 @@ from conftest import good_record, make_dataset, write_image
 from textonly import convert as convert_module
 from textonly.convert import LEVELS, MARKER, convert, dataset_prompt_key, is_embedded, load_prompts
 from textonly.data import load_dataset, write_dataset
+from textonly.tokenizer import train_tokenizer
 from textonly.errors import TextonlyError
 from textonly.fileio import read_jsonl
 from textonly.hub import ARCHS, build_tiny
@@ -119,7 +120,7 @@ def tiny_model(tmp_path_factory):
     from textonly import vlm
 
     corpus = ["Describe the image.", "A butterfly. The wings are orange. It has three spots."] * 20
-    processor = vlm.make_processor(vlm.train_tokenizer(corpus, vocab_size=300))
+    processor = vlm.make_processor(train_tokenizer(corpus, vocab_size=300))
     model = vlm.make_model("tiny", processor.tokenizer, seed=1)
     path = tmp_path_factory.mktemp("models") / "tiny-vlm"
     model.save_pretrained(path)

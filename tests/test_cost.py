@@ -7,6 +7,7 @@ from PIL import Image
 from textonly import architectures, cost
 from textonly.data import write_dataset
 from textonly.errors import TextonlyError
+from textonly.tokenizer import train_tokenizer
 
 RECORD = {"question": "Which species is shown in the image?", "options": ["MONARCH", "ADMIRAL", "PEACOCK", "ATLAS"],
           "answer": 2, "category": "c", "question_type": 1,
@@ -127,7 +128,7 @@ def embedded(images_dataset):
     """A tiny embedded VLM (the study's own LLaVA) and its processor."""
     from textonly import vlm
 
-    tokenizer = vlm.train_tokenizer([RECORD["question"], " ".join(RECORD["options"]),
+    tokenizer = train_tokenizer([RECORD["question"], " ".join(RECORD["options"]),
                                      RECORD["descriptions"]["d"]] * 3, vocab_size=300)
     return vlm.make_model("tiny", tokenizer), vlm.make_processor(tokenizer)
 

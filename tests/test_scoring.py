@@ -10,6 +10,7 @@ from conftest import good_record, make_dataset, write_image
 from textonly import vlm
 from textonly.evaluate import _inputs, option_tokens, score_options
 from textonly.hub import ARCHS, build_tiny, load_model
+from textonly.tokenizer import ASSISTANT, train_tokenizer
 
 CORPUS = ["red", "blue green", "sky", "green", "Which one is shown? A. red B. blue green C. sky D. green"] * 30
 
@@ -39,7 +40,7 @@ class _Cache:
 
 @pytest.fixture(scope="module")
 def processor():
-    return vlm.make_processor(vlm.train_tokenizer(CORPUS, vocab_size=300))
+    return vlm.make_processor(train_tokenizer(CORPUS, vocab_size=300))
 
 
 def test_the_mean_decides_and_the_sum_is_recorded(processor, tmp_path):
@@ -49,7 +50,7 @@ def test_the_mean_decides_and_the_sum_is_recorded(processor, tmp_path):
     assert [len(i) for i in ids[:2]] == [1, 2], "the test needs a one-token and a two-token option"
     vocab = len(processor.tokenizer)
     probs = torch.full((vocab, vocab), 1e-6)
-    assistant = processor.tokenizer.convert_tokens_to_ids(vlm.ASSISTANT)
+    assistant = processor.tokenizer.convert_tokens_to_ids(ASSISTANT)
     (a,), (b1, b2), (c, *_), (d, *_) = ids
     probs[assistant, a], probs[assistant, b1], probs[assistant, c], probs[assistant, d] = 0.30, 0.25, 0.01, 0.01
     probs[b1, b2] = 0.9

@@ -11,6 +11,7 @@ import torch
 
 from textonly.data import load_dataset, write_dataset
 from textonly.errors import TextonlyError
+from textonly.tokenizer import train_tokenizer
 from textonly.evaluate import EvalConfig, compare, evaluate, parse_letter
 from textonly.stats import mcnemar
 from textonly.train import TrainConfig, train
@@ -37,7 +38,7 @@ def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     corpus = [INSTRUCTION, "A. B. C. D.", "Which species is the butterfly in the image?",
               "Description of the image: the wings are orange with white spots."] * 10
-    tokenizer = vlm.train_tokenizer(corpus, vocab_size=400)
+    tokenizer = train_tokenizer(corpus, vocab_size=400)
     processor = vlm.make_processor(tokenizer)
     vlm.make_model("tiny", tokenizer).save_pretrained(root / "embedded")
     processor.save_pretrained(root / "embedded")

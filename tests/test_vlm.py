@@ -13,6 +13,7 @@ from textonly import vlm
 from textonly.evaluate import letter_token_ids, score_options
 from textonly.pretrain import PretrainConfig, SampleMaker, conversation, encoder_path, plan_schedule, pretrain
 from textonly.prompts import mcq_messages
+from textonly.tokenizer import train_tokenizer
 
 CORPUS = ["Which species is the butterfly in the image?", "A. Kotha Velari", "Answer with the option's letter",
           "USER: ASSISTANT: The wings are orange.", "It has three spots per forewing.", "C. Mira Sol"] * 20
@@ -23,7 +24,7 @@ RECORD = {"question": "Which species is the butterfly in the image?", "options":
 
 @pytest.fixture(scope="module")
 def processor():
-    return vlm.make_processor(vlm.train_tokenizer(CORPUS, vocab_size=300))
+    return vlm.make_processor(train_tokenizer(CORPUS, vocab_size=300))
 
 
 def test_chat_template_renders_image_and_text_only_turns(processor):

@@ -92,8 +92,8 @@ class EncoderConfig:
     family_size: int = 4
     images_per_world: int = 24000  # rendered generic individuals per world
     images_per_kind: int = 24  # rendered images of each pretraining kind
-    #: Weight of the auxiliary attribute loss (a linear head per world on the pooled image
-    #: features, predicting the attributes its caption states); 0 is pure CLIP.
+    #: Weight of the auxiliary attribute loss (a linear head per world on the mean patch
+    #: features that the VLM reads, predicting the attributes its caption states); 0 is pure CLIP.
     attribute_loss_weight: float = 1.0
     learning_rate: float = 1e-3
     weight_decay: float = 0.05

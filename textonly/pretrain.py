@@ -45,6 +45,7 @@ from textonly.errors import TextonlyError
 from textonly.fileio import (atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, read_jsonl,
                              save_checkpoint)
 from textonly.prompts import assistant, mcq_messages, user_content
+from textonly.tokenizer import VOCAB_SIZE, world_tokenizer
 
 WORLD_NAMES = ("wings", "heritage")
 CAPTION_PROMPT = "Describe the image."
@@ -62,7 +63,7 @@ class PretrainConfig:
     seed: int = 0
     image_start_fraction: float = 1.0
     worlds: str = "data/worlds"
-    vocab_size: int = 2048
+    vocab_size: int = VOCAB_SIZE
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -362,7 +363,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, force: bool = False, pr
     started = time.perf_counter()
     encoder_dir = pretrain_encoder(config.encoder_config(), encoder_path(config, out), progress=progress)
     encoder_info = json.loads((encoder_dir / "encoder_config.json").read_text())
-    tokenizer = vlm.world_tokenizer(config.worlds, config.vocab_size)
+    tokenizer = world_tokenizer(config.worlds, config.vocab_size)
     key = fingerprint(config, encoder_info["fingerprint"], tokenizer)
     if not force and finished_build(out / "pretrain_config.json", key) and (out / "model.safetensors").is_file():
         return out

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from textonly.fileio import read_jsonl
-from textonly.prompts import LETTERS
+from textonly.prompts import LETTERS, SCORINGS
 
 #: The scoring of the main tables (the organism's; the others are shown beside it).
 MAIN_SCORING = "option"
@@ -352,7 +352,7 @@ def scorings_table(study, tables: dict) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame()
     frames = []
-    for scoring in [s for s in ("option", "letter", "generate") if s in set(summary["scoring"])]:
+    for scoring in [s for s in SCORINGS if s in set(summary["scoring"])]:
         rows = _main_rows(study, summary, scoring=scoring)
         rows = rows[rows["breakdown"].isin(["overall", "question_type"])]
         wide = rows.assign(cell=rows.apply(_with_interval, axis=1)).pivot_table(

@@ -60,7 +60,7 @@ def world_tokenizer(worlds: str | Path, vocab_size: int = VOCAB_SIZE):
     return train_tokenizer(world_corpus(worlds), vocab_size)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE):
     """A byte-level BPE tokenizer trained on ``texts``, with the chat template and image token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -1,7 +1,7 @@
 """The embedded base VLMs: LLaVA architecture (the CLIP vision tower of :mod:`textonly.encoder`
 + a Llama text model).
 
-Built from configs at three sizes, with a tokenizer trained on the worlds' text (chat
+Built from configs at three sizes, with the tokenizer of :mod:`textonly.tokenizer` (chat
 template and ``<image>`` token included), a ``CLIPImageProcessorPil`` and a
 ``LlavaProcessor``. Saved with ``save_pretrained``, they load through ``AutoProcessor``
 and ``AutoModelForImageTextToText`` exactly as a hub model does.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textonly.errors import TextonlyError
-from textonly.tokenizer import ASSISTANT, CHAT_TEMPLATE, IMAGE_TOKEN, USER, train_tokenizer, world_tokenizer  # noqa: F401
+from textonly.tokenizer import CHAT_TEMPLATE
 
 #: LoRA goes on the language model only (a bare name list would also hit the vision tower).
 LORA_TARGET = r".*language_model.*\.(q_proj|v_proj)"
