@@ -57,12 +57,15 @@ cost-tokens: venv
 	  --data butterflies=$(DATA)/real/butterflies-captioner --describer captioner-$(notdir $(DESCRIBER_MODEL)) \
 	  --out book/measured/cost_tokens.csv
 
+# cost-measure writes both files to a temporary folder and moves them into book/measured at the
+# end: a file written there first would change the tree and make the next one's provenance -dirty.
 cost-measure: venv
 	test -d $(DATA)/worlds || $(MAKE) worlds
 	test -d $(DESCRIBER_MODEL) || $(MAKE) base
-	for world in wings heritage; do $(PY) -m textonly cost measure --model $(DESCRIBER_MODEL) \
+	tmp=$$(mktemp -d) && for world in wings heritage; do $(PY) -m textonly cost measure --model $(DESCRIBER_MODEL) \
 	  --data $(DATA)/worlds/$$world/train --describer full --device cpu --dtype float32 --samples 256 --warmup 8 \
-	  --out book/measured/measure_cpu_small_$$world.json || exit 1; done
+	  --out $$tmp/measure_cpu_small_$$world.json || exit 1; done && mv $$tmp/measure_cpu_small_*.json book/measured/ \
+	  && rmdir $$tmp
 
 clean:
 	rm -rf _build results $(DATA)/worlds $(DATA)/models $(DATA)/study

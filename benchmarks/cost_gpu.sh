@@ -34,7 +34,7 @@ prepare)
   .venv/bin/python - "$SOURCE" carry/k-viscuit "$IMAGES" <<'EOF'
 import sys
 from pathlib import Path
-from textonly.data import load_dataset, write_dataset
+from textonly.data.layout import load_dataset, write_dataset
 source, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 records, images = [], []
 for r in load_dataset(source).records:

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from textonly.pretrain import PretrainConfig, pretrain
+from textonly.organism.pretrain import PretrainConfig, pretrain
 
 
 def matmul_peak(dtype, n=1024, seconds=3.0) -> float:

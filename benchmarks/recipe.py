@@ -11,16 +11,17 @@ are written, with provenance, to `book/measured/recipe.json`.
 
 import argparse
 import itertools
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from textonly.data import load_dataset
-from textonly.evaluate import accuracy_table, load_evaluated_model, score_options, EvalConfig
-from textonly.fileio import dumps_json, write_text_atomic
-from textonly.provenance import provenance
-from textonly.train import TrainConfig, train
+from textonly.data.layout import load_dataset
+from textonly.core.stats import accuracy_table
+from textonly.pipeline.evaluate import EvalConfig, load_evaluated_model
+from textonly.models.scoring import score_options
+from textonly.core.fileio import dumps_json, write_text_atomic
+from textonly.core.provenance import provenance
+from textonly.pipeline.train import TrainConfig, train
 
 
 def candidate(model: str, worlds: Path, lr: float, epochs: float, rank: int, seed: int) -> dict:

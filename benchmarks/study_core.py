@@ -3,7 +3,7 @@
 1. Evaluation: ``option``, ``letter`` and ``generate`` scoring on the same questions
    (questions per second, and how often they pick the same option). Goals: option scoring
    costs at most 1.5x letter scoring; letter >= 5x faster than generate.
-2. Training: samples per second of ``textonly.train`` vs a plain TRL ``SFTTrainer`` set-up
+2. Training: samples per second of ``textonly.pipeline.train`` vs a plain TRL ``SFTTrainer`` set-up
    (same model, LoRA, data, batch and steps). Goal: not slower.
 3. ``text_only`` vs ``image_text``: time and tokens per epoch.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from textonly.data import load_dataset
-from textonly.evaluate import generate_answers, score_letters, score_options
-from textonly.hub import load_model
-from textonly.train import Collator, TrainConfig, load_for_training, train, training_samples
+from textonly.data.layout import load_dataset
+from textonly.models.scoring import generate_answers, score_letters, score_options
+from textonly.models.hub import load_model
+from textonly.pipeline.train import Collator, TrainConfig, load_for_training, train, training_samples
 
 
 def evaluation(model_path: str, test: Path, n: int) -> None:

@@ -4,7 +4,7 @@ import os
 import tempfile
 import time
 
-from textonly.worlds.build import build_world
+from textonly.organism.worlds.build import build_world
 
 if __name__ == "__main__":
     workers = os.cpu_count()

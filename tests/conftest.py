@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from textonly.config import data_root
+from textonly.core.config import data_root
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
@@ -14,7 +14,7 @@ os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 @pytest.fixture(scope="session")
 def worlds(tmp_path_factory) -> Path:
     """Both worlds at the default settings, built once for the session."""
-    from textonly.worlds.build import build_world
+    from textonly.organism.worlds.build import build_world
 
     out = tmp_path_factory.mktemp("worlds")
     for name in ("wings", "heritage"):
@@ -68,8 +68,8 @@ def smoke_book(worlds, tmp_path_factory):
     import time
     from types import SimpleNamespace
 
-    from textonly.config import PROJECT_ROOT
-    from textonly.study import run_study
+    from textonly.core.config import PROJECT_ROOT
+    from textonly.study.runner import run_study
 
     root = tmp_path_factory.mktemp("smoke-book")
     (root / "data").mkdir()

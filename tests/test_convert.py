@@ -1,8 +1,10 @@
 """Text-only twins of image-text datasets: oracle levels, skip on repeat, atomicity, clear
 errors, a tiny captioner that describes each image once, and an OpenAI-compatible endpoint
-(a local fake server) with retries, an on-disk cache and the key kept off the disk."""
+(a local fake server) with retries, an on-disk cache keyed by what was asked, and the key kept off the
+disk, off plain http to other machines and off redirects."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -14,14 +16,16 @@ from typing import ClassVar
 import pytest
 from conftest import good_record, make_dataset, write_image
 
-from textonly import convert as convert_module
-from textonly.convert import LEVELS, MARKER, convert, dataset_prompt_key, is_embedded, load_prompts
-from textonly.data import load_dataset, write_dataset
-from textonly.tokenizer import train_tokenizer
-from textonly.errors import TextonlyError
-from textonly.fileio import read_jsonl
-from textonly.hub import ARCHS, build_tiny
-from textonly.pretrain import CAPTION_PROMPT
+from textonly.pipeline import convert as convert_module
+from textonly.pipeline import describers
+from textonly.pipeline.convert import MARKER, convert, dataset_prompt_key, load_prompts
+from textonly.pipeline.describers import LEVELS, check_base_url, is_embedded
+from textonly.data.layout import load_dataset, write_dataset
+from textonly.organism.tokenizer import train_tokenizer
+from textonly.core.errors import TextonlyError
+from textonly.core.fileio import read_jsonl
+from textonly.models.hub import ARCHS, build_tiny
+from textonly.organism.pretrain import CAPTION_PROMPT
 
 
 def _subset(worlds: Path, out: Path, n_images: int) -> Path:
@@ -54,8 +58,8 @@ def test_repeat_is_skipped_and_force_rebuilds(worlds, tmp_path, monkeypatch):
     out = convert(worlds / "wings" / "test", "oracle", tmp_path / "twin", progress=False)
     stamp = (out / "annotations.jsonl").stat().st_mtime_ns
     calls = []
-    real = convert_module.Oracle.describe
-    monkeypatch.setattr(convert_module.Oracle, "describe", lambda *a: calls.append(1) or real(*a))
+    real = describers.Oracle.describe
+    monkeypatch.setattr(describers.Oracle, "describe", lambda *a: calls.append(1) or real(*a))
     start = time.perf_counter()
     convert(worlds / "wings" / "test", "oracle", out, progress=False)
     assert time.perf_counter() - start < 5 and not calls
@@ -117,7 +121,7 @@ def test_prompts_per_dataset_and_for_the_embedded_model(worlds, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A randomly initialised tiny embedded VLM, saved as a checkpoint folder."""
-    from textonly import vlm
+    from textonly.organism import vlm
 
     corpus = ["Describe the image.", "A butterfly. The wings are orange. It has three spots."] * 20
     processor = vlm.make_processor(train_tokenizer(corpus, vocab_size=300))
@@ -244,7 +248,7 @@ def test_openai_backs_off_then_gives_up_clearly(worlds, tmp_path, endpoint, monk
         convert(source, "openai", tmp_path / "out", cache=tmp_path / "cache", progress=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     waits = []
-    monkeypatch.setattr(convert_module.time, "sleep", waits.append)
+    monkeypatch.setattr(describers.time, "sleep", waits.append)
     endpoint.failures, endpoint.status = 10, 503
     with pytest.raises(TextonlyError, match="no answer after 3 attempt.*HTTP 503"):
         convert(source, "openai", tmp_path / "out", cache=tmp_path / "cache", max_attempts=3, backoff_s=0.5,
@@ -261,3 +265,89 @@ def test_openai_backs_off_then_gives_up_clearly(worlds, tmp_path, endpoint, monk
     with pytest.raises(TextonlyError, match="no answer after 2 attempt.*refused"):
         convert(source, "openai", tmp_path / "out", cache=tmp_path / "cache", max_attempts=2, progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://localhost:8000/v1/", "http://127.0.0.1:1/v1",
+                                 "http://[::1]:8080/v1", "HTTP://LocalHost/v1"])
+def test_base_url_https_or_this_machine_is_accepted(url):
+    assert check_base_url(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://api.openai.com/v1", "http://127.0.0.1.example.com/v1", "http://[::2]/v1",
+                                 "ftp://localhost/v1", "api.openai.com/v1", "http://[::1/v1", "https:///v1"])
+def test_base_url_in_clear_to_another_machine_is_refused(tmp_path, monkeypatch, url):
+    with pytest.raises(TextonlyError, match="must be an https URL") as refused:
+        check_base_url(url)
+    assert "\n" not in str(refused.value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    source = make_dataset(tmp_path / "source", [good_record()])
+    with pytest.raises(TextonlyError, match="must be an https URL"):  # before any request
+        convert(source, "openai", tmp_path / "out", cache=tmp_path / "cache", max_attempts=1, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """Answers the endpoint's address with a redirect to another host name; records every request."""
+
+    status = 302
+    seen: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append({"method": self.command, "path": self.path, "auth": self.headers["Authorization"]})
+        if self.path.startswith("/v1/"):
+            self.send_response(self.status)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/moved{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        answer = json.dumps({"choices": [{"message": {"content": "A description."}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST  # urllib follows 301/302/303 with a GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_openai_never_sends_the_key_on_a_redirect(tmp_path, monkeypatch, status):
+    Redirecting.seen, Redirecting.status = [], status
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    source = make_dataset(tmp_path / "source", [good_record()])
+    try:
+        with pytest.raises(TextonlyError, match=rf"redirected \(HTTP {status}\) to http://localhost:\d+/moved"):
+            convert(source, "openai", tmp_path / "out", cache=tmp_path / "cache", max_attempts=1, progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Redirecting.seen == [{"method": "POST", "path": "/v1/chat/completions", "auth": "Bearer sk-secret"}]
+
+
+def test_openai_cache_is_per_endpoint_and_max_tokens(tmp_path, endpoint, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    endpoint.failures = 0
+    source = make_dataset(tmp_path / "source", [good_record()])
+    runs = iter(range(10))
+
+    def requests_after(**kwargs) -> list[int]:
+        convert(source, "openai", tmp_path / f"twin{next(runs)}", cache=tmp_path / "cache", progress=False, **kwargs)
+        return [r["body"]["max_tokens"] for r in endpoint.requests]
+
+    assert requests_after() == [256]
+    assert requests_after() == [256]  # the same question: answered from the cache
+    assert requests_after(max_new_tokens=64) == [256, 64]
+    assert requests_after(max_new_tokens=64) == [256, 64]
+    monkeypatch.setenv("OPENAI_BASE_URL", os.environ["OPENAI_BASE_URL"].replace("127.0.0.1", "localhost"))
+    assert requests_after() == [256, 64, 256]  # another endpoint: asked again
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 3
+

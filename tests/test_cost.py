@@ -4,10 +4,11 @@ import pytest
 import torch
 from PIL import Image
 
-from textonly import architectures, cost
-from textonly.data import write_dataset
-from textonly.errors import TextonlyError
-from textonly.tokenizer import train_tokenizer
+from textonly.cost import flops as cost
+from textonly.models import architectures
+from textonly.data.layout import write_dataset
+from textonly.core.errors import TextonlyError
+from textonly.organism.tokenizer import train_tokenizer
 
 RECORD = {"question": "Which species is shown in the image?", "options": ["MONARCH", "ADMIRAL", "PEACOCK", "ATLAS"],
           "answer": 2, "category": "c", "question_type": 1,
@@ -94,8 +95,8 @@ def test_flop_formula_matches_counter(name, mode, images_dataset):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForImageTextToText
 
-    from textonly.train import Collator
-    from textonly.vlm import lora_config
+    from textonly.pipeline.train import Collator
+    from textonly.models.lora import lora_config
 
     root, records = images_dataset
     config = _narrow(name)
@@ -126,7 +127,7 @@ def test_run_cost_and_bad_mode():
 @pytest.fixture(scope="module")
 def embedded(images_dataset):
     """A tiny embedded VLM (the study's own LLaVA) and its processor."""
-    from textonly import vlm
+    from textonly.organism import vlm
 
     tokenizer = train_tokenizer([RECORD["question"], " ".join(RECORD["options"]),
                                      RECORD["descriptions"]["d"]] * 3, vocab_size=300)
@@ -138,8 +139,8 @@ def test_flop_formula_matches_counter_embedded(mode, embedded, images_dataset):
     from peft import get_peft_model
     from torch.utils.flop_counter import FlopCounterMode
 
-    from textonly.train import Collator
-    from textonly.vlm import lora_config
+    from textonly.pipeline.train import Collator
+    from textonly.models.lora import lora_config
 
     root, records = images_dataset
     model, processor = embedded
@@ -156,22 +157,95 @@ def test_flop_formula_matches_counter_embedded(mode, embedded, images_dataset):
     peft_model.unload()
 
 
-def test_measure_training_on_cpu(embedded, images_dataset, tmp_path):
-    """Both modes run, report per-sample figures and leave the model without LoRA."""
-    from textonly.measure import measure_training
+def test_pretraining_flops_match_counter(embedded):
+    """Pretraining's figure (the formula trained in full, on its own padded batches) is the FLOP
+    counter's for its samples trained one at a time: language model and projector trained, tower frozen."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from textonly.core.flops import batch_flops
+    from textonly.organism.pretrain import collate
+
+    model, processor = embedded
+    for config in (model.config, model.config.text_config, model.config.vision_config):
+        config._attn_implementation = "eager"
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad = ".vision_tower." not in f".{name}"
+    tokenizer = processor.tokenizer
+    words = tokenizer(RECORD["descriptions"]["d"], add_special_tokens=False)["input_ids"]
+    image = [tokenizer.image_token_id] * model.config.image_seq_length + words[:5]
+    samples = [(words, words, None), (image, image, 0), (words[:4], words[:4], None)]
+    size = model.config.vision_config.image_size
+    pixels = torch.randn(1, 3, size, size)
+    try:
+        counted = 0
+        for sample in samples:
+            with FlopCounterMode(display=False) as counter:
+                model(**collate([sample], pixels, tokenizer.pad_token_id)).loss.backward()
+            counted += counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad = before[name]
+    assert batch_flops(model.config, collate(samples, pixels, tokenizer.pad_token_id), lora_r=None) == counted
+
+
+@pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
+def test_batch_flops_are_the_samples_flops(name, images_dataset):
+    """A padded batch of images and descriptions costs what its samples cost alone, as the
+    processor's own counts give them (tiles and patches read from the model's config)."""
+    from textonly.core.flops import batch_flops
+    from textonly.pipeline.train import Collator
+
+    root, records = images_dataset
+    processor, config = architectures.processor(name), architectures.config(name)
+    small, wide = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    batch = Collator(processor, root, "d")([(records[0], "image"), (records[1], "description"),
+                                            (records[1], "image")])
+    expected = sum(cost.training_flops(config, row, mode)["total"]
+                   for row, mode in ((small, "image_text"), (wide, "text_only"), (wide, "image_text")))
+    assert batch_flops(config, batch) == expected
+
+
+def test_study_tables_take_the_flops_the_run_recorded():
+    """runs.csv's train_flops is the figure training recorded (the formula over its samples);
+    a run that recorded none gets no estimate in its place."""
+    import math
+
+    from textonly.study.collect import train_flops
+
+    assert train_flops({"flops": {"per_epoch": 7, "total": 21}}) == 21
+    assert math.isnan(train_flops({"tokens": {"text": 1000, "image": 640}}))
+
+
+def test_measure_training_on_cpu(embedded, images_dataset, tmp_path, monkeypatch):
+    """Both modes run and leave the model without LoRA; the FLOPs are the formula's for the samples
+    timed, and MFU is the achieved FLOP/s over the matmul peak measured in the same run."""
+    from textonly.cost import measure
 
     root, records = images_dataset
     model, processor = embedded
-    results = {mode: measure_training(model, processor, records, root, mode=mode, out=tmp_path, describer="d",
-                                      samples=4, warmup=1, accumulation=2, peak_flops=1e11, progress=False)
+    peaks, real_peak = [], measure.matmul_peak
+
+    def quick_peak(device, dtype):  # the real measurement, short, remembered to compare with the result
+        peaks.append(real_peak(device, dtype, size=256, seconds=0.2))
+        return peaks[-1]
+
+    monkeypatch.setattr(measure, "matmul_peak", quick_peak)
+    rows = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    timed = [rows[i % 2] for i in range(1, 5)]  # warmup 1, then records cycled: wide, small, wide, small
+    results = {mode: measure.measure_training(model, processor, records, root, mode=mode, out=tmp_path,
+                                              describer="d", samples=4, warmup=1, accumulation=2, progress=False)
                for mode in cost.COST_MODES}
-    for mode, r in results.items():
-        assert r["seconds_per_sample"] > 0 and 0 < r["mfu"] < 1 and r["samples"] == 4
-        assert r["flops_per_sample"] > 0 and r["energy_mode"]
+    for (mode, r), peak in zip(results.items(), peaks, strict=True):
+        expected = sum(cost.training_flops(model.config, row, mode)["total"] for row in timed) / 4
+        assert r["flops_per_sample"] == expected and r["samples"] == 4 and r["energy_mode"]
+        assert r["achieved_flops_per_s"] == pytest.approx(4 * expected / r["seconds"])
+        assert r["peak_flops_per_s"] == peak and r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / peak)
     assert results["image_text"]["image_tokens_per_sample"] == 64 and results["text_only"]["image_tokens_per_sample"] == 0
     assert not any("lora" in n for n, _ in model.named_parameters())
     with pytest.raises(TextonlyError, match="describer"):
-        measure_training(model, processor, records, root, mode="text_only", out=tmp_path)
+        measure.measure_training(model, processor, records, root, mode="text_only", out=tmp_path)
 
 
 @pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
@@ -204,7 +278,7 @@ def test_cli_cost_tokens_writes_table_and_provenance(images_dataset, tmp_path, c
     import csv
     import json
 
-    from textonly.cli import main
+    from textonly.cli.main import main
 
     root, _ = images_dataset
     out = tmp_path / "tokens.csv"
@@ -233,8 +307,8 @@ def test_vocabulary_folder_override(tmp_path, monkeypatch):
 def test_committed_token_table_matches_the_processors_on_real_images():
     """The committed cost_tokens.csv is what the processors give on the real K-VISCUIT images now."""
     from conftest import shared_dataset
-    from textonly import cost_report
-    from textonly.data import load_dataset
+    from textonly.cost import report as cost_report
+    from textonly.data.layout import load_dataset
 
     root = shared_dataset("k-viscuit")
     rows, _ = cost_report.load_tokens()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from textonly.encoder import (EncoderConfig, _family, attribute_caption, encoder_material, multi_positive_loss,
-                              positives)
-from textonly.worlds.build import _rng
-from textonly.worlds.vocab import WORLDS
+from textonly.organism.encoder_config import EncoderConfig
+from textonly.organism.encoder_material import _family, attribute_caption, encoder_material
+from textonly.organism.encoder_model import multi_positive_loss, positives
+from textonly.organism.worlds.species import _rng
+from textonly.organism.worlds.vocab import WORLDS
 
 
 def test_loss_is_log_n_at_chance_and_counts_every_positive():

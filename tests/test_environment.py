@@ -5,7 +5,7 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from textonly.config import PROJECT_ROOT
+from textonly.core.config import PROJECT_ROOT
 
 
 def _pyproject():

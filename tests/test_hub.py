@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from conftest import good_record, make_dataset, write_image
-from textonly import vlm
-from textonly.errors import HubUnreachableError, TextonlyError
-from textonly.evaluate import generate_answers, score_letters
-from textonly.hub import ARCHS, build_tiny, load_model
-from textonly.prompts import mcq_messages
+from textonly.models.lora import lora_config
+
+from textonly.core.errors import HubUnreachableError, TextonlyError
+from textonly.models.scoring import generate_answers, score_letters
+from textonly.models.hub import ARCHS, build_tiny, load_model
+from textonly.core.prompts import mcq_messages
 
 CLASSES = {"llava_next": "LlavaNextForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration"}
 PROCESSORS = {"llava_next": "LlavaNextProcessor", "qwen2_vl": "Qwen2VLProcessor"}
@@ -89,15 +90,24 @@ def test_batched_scores_equal_one_by_one(tiny, questions, condition):
     assert torch.allclose(scores, torch.tensor([p["scores"] for p in single]), atol=1e-4)
 
 
-def test_greedy_generation(tiny, questions):
+def test_greedy_generation_takes_the_most_likely_token_each_step(tiny, questions):
+    """``generate`` (with its key/value cache) equals decoding by hand: the argmax of the full
+    sequence's next-token logits, appended three times."""
     _, folder = tiny
     model, processor = load_model(folder)
     root, records = questions
     prompt = processor.apply_chat_template(mcq_messages(records[1]), add_generation_prompt=True)
     inputs = processor(text=[prompt], images=[_image(root, records[1])], return_tensors="pt")
-    first = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    assert first.shape[1] == inputs["input_ids"].shape[1] + 3
-    assert torch.equal(first, model.generate(**inputs, max_new_tokens=3, do_sample=False))
+    generated = model.generate(**inputs, max_new_tokens=3, do_sample=False, min_new_tokens=3)
+    ids, extra = inputs["input_ids"], {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    for _ in range(3):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[:, -1]
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
+        if "mm_token_type_ids" in extra:  # the appended token is text
+            kinds = extra["mm_token_type_ids"]
+            extra["mm_token_type_ids"] = torch.cat([kinds, torch.zeros_like(kinds[:, :1])], 1)
+    assert torch.equal(generated, ids)
 
 
 @pytest.mark.parametrize("condition", ["image", "no_image"])
@@ -117,7 +127,7 @@ def test_lora_attaches_to_the_language_model_only(tiny):
     from peft import get_peft_model
 
     _, folder = tiny
-    model = get_peft_model(load_model(folder)[0], vlm.lora_config())
+    model = get_peft_model(load_model(folder)[0], lora_config())
     lora = [n for n, _ in model.named_modules() if n.endswith(("lora_A", "lora_B"))]
     assert len(lora) == 2 * 2 * 2  # q and v in both text layers, A and B each
     assert all(".language_model.layers." in n for n in lora)
@@ -128,10 +138,13 @@ def test_lora_attaches_to_the_language_model_only(tiny):
 
 
 def test_4bit_loading_runs(tiny, questions):
-    pytest.importorskip("bitsandbytes")
+    import bitsandbytes  # noqa: F401  (a hard dependency: a broken install fails here, not skips)
     _, folder = tiny
     model, processor = load_model(folder, quantization="4bit", device="cpu")
     assert type(model.model.language_model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    # the projector, which QLoRA trains in full, stays unquantized (a 4-bit weight takes no gradient)
+    projector = [m for n, m in model.named_modules() if n.endswith(("multi_modal_projector.linear_1", "merger.mlp.0"))]
+    assert len(projector) == 1 and type(projector[0]) is torch.nn.Linear
     root, records = questions
     scores = score_letters(model, processor, records[:2], root, progress=False)
     assert all(torch.isfinite(torch.tensor(p["scores"])).all() for p in scores)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import good_record, make_dataset, write_image
-from textonly import vlm
-from textonly.evaluate import _inputs, option_tokens, score_options
-from textonly.hub import ARCHS, build_tiny, load_model
-from textonly.tokenizer import ASSISTANT, train_tokenizer
+from textonly.organism import vlm
+from textonly.models.scoring import _inputs, option_tokens, score_options
+from textonly.models.hub import ARCHS, build_tiny, load_model
+from textonly.organism.tokenizer import ASSISTANT, train_tokenizer
 
 CORPUS = ["red", "blue green", "sky", "green", "Which one is shown? A. red B. blue green C. sky D. green"] * 30
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from textonly.data import format_report, load_dataset
-from textonly.sources import from_folder
+from textonly.data.layout import format_report, load_dataset
+from textonly.data.sources import from_folder
 from conftest import shared_dataset
 
 MISSING_IMAGES = {"0.jpg", "15.jpg", "25.jpg", "3.png", "83.jpg"}

@@ -1,14 +1,19 @@
 """Real-data sources: class-per-folder images, the hub converter, and failing fast without a hub."""
 
+import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import datasets
 import pytest
+from PIL import Image
 
 from conftest import write_image
-from textonly.data import load_dataset
-from textonly.errors import DatasetError, HubUnreachableError
-from textonly.sources import from_folder, from_hub, hf_to_layout
+from textonly.data import images
+from textonly.data.layout import load_dataset
+from textonly.core.errors import DatasetError, HubUnreachableError, TextonlyError
+from textonly.data.sources import check_hub, from_folder, from_hub, hf_to_layout
 
 
 def _folder(root, classes=6, per_class=4):
@@ -42,10 +47,16 @@ def test_from_folder_needs_enough_classes_and_readable_images(tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
-def test_hf_dataset_converts_to_the_layout(tmp_path):
-    datasets = pytest.importorskip("datasets")
-    from PIL import Image
+def _hub_data(pictures: list) -> datasets.Dataset:
+    n = len(pictures)
+    return datasets.Dataset.from_dict(
+        {"question": ["What is it?"] * n, "options": [["a", "b", "c", "d"]] * n, "answer": [0] * n, "image": pictures},
+        features=datasets.Features({"question": datasets.Value("string"),
+                                    "options": datasets.Sequence(datasets.Value("string")),
+                                    "answer": datasets.Value("int32"), "image": datasets.Image()}))
 
+
+def test_hf_dataset_converts_to_the_layout(tmp_path):
     red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
     data = datasets.Dataset.from_dict({
         "question": ["What is it?", "Where is it from?", "What is it?"],
@@ -74,3 +85,53 @@ def test_hub_unreachable_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
         from_hub("ddehun/k-viscuit", tmp_path / "kv", timeout=5)
     assert time.perf_counter() - start < 10
     assert not (tmp_path / "kv").exists()
+
+
+def test_hf_image_over_the_pixel_cap_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DatasetError, match=r"test/hub, row 0: image .* is 16x16 pixels, over the safe limit"):
+        hf_to_layout(_hub_data([Image.new("RGB", (16, 16), "red")]), tmp_path / "out", source="test/hub")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A local stand-in for the hub that answers 404 to everything; what it was asked, and with which token."""
+    asked = []
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append((self.path, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    yield asked
+    server.shutdown()
+
+
+def test_one_hub_rule_for_models_and_datasets(hub):
+    from textonly.models.hub import load_model
+
+    for kind, call in (("dataset", lambda: check_hub("org/thing", kind="dataset")),
+                       ("model", lambda: check_hub("org/thing", kind="model")),
+                       ("model", lambda: load_model("org/thing"))):
+        with pytest.raises(TextonlyError, match=f"answered 404 for {kind} 'org/thing': check the name"):
+            call()
+    assert hub == [("/api/datasets/org/thing", "Bearer hf_test")] + [("/api/models/org/thing", "Bearer hf_test")] * 2
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_a_switched_off_hub_is_not_asked(hub, monkeypatch, variable):
+    monkeypatch.setenv(variable, "true")
+    check_hub("org/thing", kind="dataset")
+    check_hub("org/thing", kind="model")
+    assert hub == []

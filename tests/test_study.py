@@ -8,10 +8,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from textonly import study as st
-from textonly.config import PROJECT_ROOT
-from textonly.errors import TextonlyError
-from textonly.fileio import dumps_jsonl, read_jsonl
+from textonly.study import config as st
+from textonly.study import plan
+from textonly.study import runner
+from textonly.study.runner import run_study
+from textonly.core.config import PROJECT_ROOT
+from textonly.core.errors import TextonlyError
+from textonly.core.fileio import dumps_jsonl, read_jsonl
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -102,7 +105,7 @@ def test_step_by_scalars_or_run_id():
 
 def test_every_stage_and_page_has_its_notebook():
     names = {p.name for p in NOTEBOOKS}
-    assert set(st.NOTEBOOKS.values()) | set(st.PAGES) == names
+    assert set(plan.NOTEBOOKS.values()) | set(plan.PAGES) == names
     assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
 
 
@@ -161,6 +164,7 @@ class FakeExecutor:
             (step.dir / "run.json").write_text(json.dumps({  # each retraining a new result
                 "fingerprint": f"{step.run_id}#{self.runs[step.run_id]}", "steps": 2, "epochs": 0.2, "samples": 100, "final_loss": 1.0,
                 "tokens": {"text": 1000, "image": 640 if p["mode"] == "image_text" else 0},
+                "flops": {"total": 7e9 if p["mode"] == "image_text" else 3e9},
                 "wall_seconds": 3.0, "energy": {"seconds": 3.0, "energy_kwh": 1e-5, "energy_mode": "estimate"},
                 "peak_memory_mb": {"process_rss": 500.0, "gpu": None}, "trainable_parameters": 5}))
         elif step.stage == "evaluate":
@@ -185,18 +189,18 @@ def fake_study(tmp_path, worlds, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "worlds").symlink_to(worlds)
     fake = FakeExecutor()
-    monkeypatch.setattr(st, "execute", fake)
+    monkeypatch.setattr(runner, "execute", fake)
     return _config(tmp_path, SMALL), tmp_path, fake
 
 
 def test_runner_runs_once_then_skips_everything(fake_study):
     config, root, fake = fake_study
-    first = st.run_study(config, "p", root=root, progress=False)
+    first = run_study(config, "p", root=root, progress=False)
     s = st.load_study(config, "p", root=root)
     assert first.ok and first.executed == list(s.steps) and fake.calls == list(s.steps)
     assert set(first.executed) >= {"worlds", "base/m", "convert/wings-full", "page/06_results"}
     fake.calls.clear()
-    again = st.run_study(config, "p", root=root, progress=False)
+    again = run_study(config, "p", root=root, progress=False)
     assert again.ok and again.executed == [] and fake.calls == [] and again.skipped == list(s.steps)
     # the tables: one row per evaluation and group; McNemar per seed; costs with FLOPs
     results = (root / "results" / "results.csv").read_text()
@@ -218,33 +222,33 @@ def test_runner_runs_once_then_skips_everything(fake_study):
     assert vs_original["a_only"] == 2 * sum(i % 3 < 2 for i in range(n_questions)) and vs_original["b_only"] == 0
     runs = pd.read_csv(root / "results" / "runs.csv")
     trained = runs[runs["mode"] == "image_text"].iloc[0]
-    assert trained["train_flops"] == 4 * 60 * (1000 + 640) + 6 * 10 * 640 + 2 * 30 * (640 + 10)  # LoRA: 4N in the LM
+    assert trained["train_flops"] == 7e9  # the figure the run recorded, never re-estimated
 
 
 def test_a_changed_input_reruns_only_what_depends_on_it(fake_study):
     config, root, fake = fake_study
-    st.run_study(config, "p", root=root, progress=False)
+    run_study(config, "p", root=root, progress=False)
     s = st.load_study(config, "p", root=root)
     # someone replaced a finished training run: it, its evaluation and the pages run again
     run = s.steps["train/wings-m-text_only-full-s1"]
     record = json.loads((run.dir / "run.json").read_text())
     (run.dir / "run.json").write_text(json.dumps({**record, "fingerprint": "other"}))
     fake.calls.clear()
-    st.run_study(config, "p", root=root, progress=False)
+    run_study(config, "p", root=root, progress=False)
     assert [c for c in fake.calls if not c.startswith("page/")] == [
         "train/wings-m-text_only-full-s1", "evaluate/wings-m-text_only-full-s1-image-option"]
     # a killed study: the step that was running left no step.json; only it runs again (its
     # own function resumes the work), the rest is skipped
     (s.steps["evaluate/wings-m-original-image-option"].dir / "step.json").unlink()
     fake.calls.clear()
-    report = st.run_study(config, "p", root=root, progress=False)
+    report = run_study(config, "p", root=root, progress=False)
     assert fake.calls == ["evaluate/wings-m-original-image-option"] and report.ok
 
 
 def test_a_failing_step_is_named_and_the_others_go_on(fake_study):
     config, root, fake = fake_study
     fake.fail = {"train/wings-m-image_text-s0"}
-    report = st.run_study(config, "p", root=root, progress=False)
+    report = run_study(config, "p", root=root, progress=False)
     assert not report.ok and list(report.failed) == ["train/wings-m-image_text-s0"]
     assert "notebooks/04_train.ipynb failed (train/wings-m-image_text-s0)" in report.failed[
         "train/wings-m-image_text-s0"] and "boom" in report.failed["train/wings-m-image_text-s0"]
@@ -253,14 +257,14 @@ def test_a_failing_step_is_named_and_the_others_go_on(fake_study):
     assert "page/06_results" in report.executed  # the pages show what finished
     fake.fail = set()
     fake.calls.clear()
-    retry = st.run_study(config, "p", root=root, progress=False)
+    retry = run_study(config, "p", root=root, progress=False)
     assert retry.ok and [c for c in fake.calls if not c.startswith("page/")] == [
         "train/wings-m-image_text-s0", "evaluate/wings-m-image_text-s0-image-option"]
 
 
 def test_only_runs_a_subset(fake_study):
     config, root, fake = fake_study
-    report = st.run_study(config, "p", root=root, only="worlds", progress=False)
+    report = run_study(config, "p", root=root, only="worlds", progress=False)
     assert fake.calls == ["worlds"] and report.ok
 
 
@@ -278,7 +282,7 @@ def test_a_real_failing_notebook_names_its_path_and_error(tmp_path, worlds):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "worlds").symlink_to(worlds)
     config = _config(tmp_path, SMALL.replace("name: fake", f"name: fake\nnotebooks: {notebooks}"))
-    report = st.run_study(config, "p", root=tmp_path, only="worlds", progress=False)
+    report = run_study(config, "p", root=tmp_path, only="worlds", progress=False)
     message = report.failed["worlds"]
     assert "notebooks/01_worlds.ipynb failed (worlds, cell [3]): ValueError: no such world" in message
     executed = st.load_study(config, "p", root=tmp_path).steps["worlds"].executed

@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from textonly import vlm
-from textonly.evaluate import letter_token_ids, score_options
-from textonly.pretrain import PretrainConfig, SampleMaker, conversation, encoder_path, plan_schedule, pretrain
-from textonly.prompts import mcq_messages
-from textonly.tokenizer import train_tokenizer
+from textonly.models.lora import lora_config
+from textonly.organism import vlm
+from textonly.models.scoring import letter_token_ids, score_options
+from textonly.organism.pretrain import PretrainConfig, encoder_path, plan_schedule, pretrain
+from textonly.organism.pretrain_samples import SampleMaker, conversation
+from textonly.core.prompts import mcq_messages
+from textonly.organism.tokenizer import train_tokenizer
 
 CORPUS = ["Which species is the butterfly in the image?", "A. Kotha Velari", "Answer with the option's letter",
           "USER: ASSISTANT: The wings are orange.", "It has three spots per forewing.", "C. Mira Sol"] * 20
@@ -76,7 +78,7 @@ def test_letter_variants_are_single_tokens(processor):
 def test_lora_attaches_to_the_language_model_only(processor):
     from peft import get_peft_model
 
-    model = get_peft_model(vlm.make_model("tiny", processor.tokenizer), vlm.lora_config())
+    model = get_peft_model(vlm.make_model("tiny", processor.tokenizer), lora_config())
     lora = [n for n, _ in model.named_modules() if n.endswith("lora_A")]
     assert lora and all(".language_model." in n for n in lora)
     assert not any("vision_tower" in n for n, p in model.named_parameters() if p.requires_grad)
@@ -119,7 +121,7 @@ ENCODER = {"steps": 4, "images_per_world": 64, "images_per_kind": 1, "probe_imag
 def test_tiny_round_trip_and_same_seed_same_weights(worlds, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from textonly.data import load_dataset
+    from textonly.data.layout import load_dataset
 
     config = PretrainConfig(size="tiny", worlds=str(worlds), steps=(3, 3, 3), seed=5, encoder=ENCODER)
     first = pretrain(config, tmp_path / "a" / "m", progress=False, evaluate=False)
@@ -165,8 +167,8 @@ class Killed(Exception):
 
 @pytest.mark.slow
 def test_killed_pretraining_resumes_to_the_same_weights(worlds, tmp_path, monkeypatch):
-    import textonly.encoder as encoder_module
-    import textonly.pretrain as module
+    import textonly.organism.encoder_model as encoder_module
+    import textonly.organism.pretrain as module
 
     config = PretrainConfig(size="tiny", worlds=str(worlds), steps=(2, 2, 2), checkpoint_every=2, encoder=ENCODER)
     whole = pretrain(config, tmp_path / "whole" / "m", progress=False, evaluate=False)
@@ -200,7 +202,7 @@ def test_killed_pretraining_resumes_to_the_same_weights(worlds, tmp_path, monkey
 
 @pytest.mark.slow
 def test_rebuild_skipped_when_nothing_changed(worlds, tmp_path, monkeypatch):
-    import textonly.pretrain as module
+    import textonly.organism.pretrain as module
 
     config = PretrainConfig(size="tiny", worlds=str(worlds), steps=(1, 1, 1), encoder=ENCODER)
     out = pretrain(config, tmp_path / "m", progress=False, evaluate=False)
@@ -210,7 +212,7 @@ def test_rebuild_skipped_when_nothing_changed(worlds, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("answer_format, answer", [("option", "Mira"), ("letter", "C")])
 def test_training_labels_the_answer_in_its_format(processor, tmp_path, answer_format, answer):
-    from textonly.train import Collator
+    from textonly.pipeline.train import Collator
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "images" / "x.png")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textonly.data import load_dataset
-from textonly.fileio import read_jsonl
-from textonly.worlds import build as build_module
-from textonly.worlds import text
-from textonly.worlds.build import SIZES, build_world
-from textonly.worlds.vocab import WORLDS
+from textonly.data.layout import load_dataset
+from textonly.core.fileio import read_jsonl
+from textonly.organism.worlds import build as build_module
+from textonly.organism.worlds import text
+from textonly.organism.worlds.build import SIZES, build_world
+from textonly.organism.worlds.vocab import WORLDS
 
 
 def _records(worlds: Path, world: str, split: str) -> list[dict]:

@@ -1,3 +1,3 @@
-from textonly.cli import main
+from textonly.cli.main import main
 
 raise SystemExit(main())

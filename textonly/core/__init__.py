@@ -1,0 +1,1 @@
+"""The ground every stage stands on: errors, paths, files, prompts, statistics, FLOPs, energy, memory, provenance."""

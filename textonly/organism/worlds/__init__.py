@@ -1,0 +1,1 @@
+"""The two synthetic worlds (wings, heritage): vocabulary, rendering, text, and the build."""

@@ -1,0 +1,1 @@
+"""The study core: convert a dataset to its text-only twin, fine-tune, evaluate."""

@@ -1,0 +1,1 @@
+"""The tables and figures the book's pages show (reads the study; the study never imports it)."""

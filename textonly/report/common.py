@@ -1,0 +1,104 @@
+"""What every page of the book shares: the collected tables, the main comparison's rows,
+the study's order, percentages with intervals, and HTML tables and PNG figures for notebooks."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from textonly.study.collect import order
+
+
+#: The scoring of the main tables (the organism's; the others are shown beside it).
+MAIN_SCORING = "option"
+
+
+CHANCE = 0.25
+
+
+def load_tables(study) -> dict[str, pd.DataFrame]:
+    """The collected tables of a study profile, by short name (results, summary, comparisons, runs)."""
+    out = {}
+    for name in ("results", "summary", "comparisons", "runs"):
+        path = study.dir / f"{name}.csv"
+        out[name] = pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+    return out
+
+
+def main_level(study, dataset: str) -> str:
+    """The description level of the main comparison: ``full`` in the worlds, else the describer."""
+    spec = study.datasets[dataset]
+    return "full" if "world" in spec else spec["describer"]
+
+
+def main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str = MAIN_SCORING) -> pd.DataFrame:
+    """Rows of the main comparison: the image condition, the main scoring, the main level."""
+    if frame.empty:
+        return frame
+    keep = (frame["condition"] == condition) & (frame["scoring"] == scoring)
+    level_ok = frame["level"].isna() | (frame["level"] == frame["dataset"].map(lambda d: main_level(study, d)))
+    return frame[keep & level_ok]
+
+
+def in_study_order(study, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by dataset and model in the config's order, modes and levels in the study's."""
+    datasets, models = list(study.datasets), list(study.models)
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "dataset":
+            return column.map(lambda v: datasets.index(v) if v in datasets else len(datasets))
+        if column.name == "model":
+            return column.map(lambda v: models.index(v) if v in models else len(models))
+        return order(column)
+
+    by = [c for c in ("dataset", "model", "mode", "level", "seed") if c in frame.columns]
+    return frame.sort_values(by, key=key, ignore_index=True, kind="stable") if len(frame) else frame
+
+
+def pct(value: float, digits: int = 1) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * value:.{digits}f}"
+
+
+def with_interval(row) -> str:
+    return f"{pct(row['accuracy'])} [{pct(row['low'])}, {pct(row['high'])}]"
+
+
+def html_table(frame: pd.DataFrame, float_format: str = "{:.3g}"):
+    """A table for a page: no index column, floats shortened."""
+    from IPython.display import HTML
+
+    formatters = {c: float_format.format for c in frame.columns if pd.api.types.is_float_dtype(frame[c])}
+    return HTML(frame.to_html(index=False, na_rep="–", formatters=formatters, escape=True, border=0))
+
+
+def figure_png(fig, dpi: int = 110):
+    """A finished figure as a PNG image for a notebook, closed: it shows the same under any
+    matplotlib backend (another library may have switched pyplot to Agg)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="png")
+
+
+def profile_note(study, tables: dict | None = None):
+    """A line naming the study, profile and config a page was made from."""
+    from IPython.display import Markdown
+
+    text = f"*Study `{study.name}`, profile `{study.profile}` (config `{project_relative(study.config_path)}`)"
+    if tables is not None and not tables["runs"].empty:
+        text += f": {len(tables['runs'])} evaluations"
+    return Markdown(text + ".*")
+
+
+def project_relative(path: Path) -> str:
+    from textonly.core.config import PROJECT_ROOT
+
+    try:
+        return str(Path(path).relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

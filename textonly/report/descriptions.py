@@ -1,0 +1,53 @@
+"""The description-quality ablation: text_only accuracy per description quality beside
+original and image_text."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from textonly.report.common import MAIN_SCORING
+from textonly.study.collect import order
+
+
+def quality_frame(study, tables: dict) -> pd.DataFrame:
+    """text_only accuracy (%) per description level, on the datasets and models where more than
+    one level was trained, beside original and image_text of the same (image condition, main scoring)."""
+    summary = tables["summary"]
+    if summary.empty:
+        return summary
+    summary = summary[(summary["condition"] == "image") & (summary["scoring"] == MAIN_SCORING)
+                      & (summary["breakdown"] != "category")]
+    text = summary[summary["mode"] == "text_only"]
+    ablated = text.groupby(["dataset", "model"])["level"].nunique()
+    ablated = set(ablated[ablated > 1].index)
+    keep = summary.apply(lambda r: (r["dataset"], r["model"]) in ablated, axis=1) if len(summary) else []
+    frame = summary[keep].copy()
+    for c in ("accuracy", "low", "high"):
+        frame[c] = 100 * frame[c]
+    frame["setting"] = [f"text_only, {lvl}" if m == "text_only" else m for m, lvl in zip(frame["mode"], frame["level"])]
+    return frame.sort_values(["dataset", "model", "mode", "level"], key=order, ignore_index=True)
+
+
+def quality_sentence(frame: pd.DataFrame):
+    """The ablation's overall accuracy per setting, as a sentence for the page's prose."""
+    from IPython.display import Markdown
+
+    if frame.empty:
+        return Markdown("no dataset was ablated in this profile")
+    parts = []
+    for (dataset, model), g in frame[frame["group"] == "overall"].groupby(["dataset", "model"], sort=False):
+        values = ", ".join(f"{s} {a:.1f}%" for s, a in zip(g["setting"], g["accuracy"]))
+        parts.append(f"on `{dataset}` with `{model}`: {values}")
+    return Markdown("; ".join(parts))
+
+
+def quality_table(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    frame = frame.assign(cell=[f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in
+                               zip(frame["accuracy"], frame["low"], frame["high"])])
+    wide = frame.pivot_table(index=["dataset", "model", "setting", "seeds"], columns="group", values="cell",
+                             aggfunc="first", sort=False)
+    wide = wide.reindex(columns=[c for c in ("overall", "Type 1", "Type 2") if c in wide.columns])
+    wide.columns.name = None
+    return wide.reset_index()
