@@ -54,7 +54,7 @@ cost-tokens: venv
 	$(PY) -m textonly convert --data $(SHARED)/k-viscuit --describer captioner --model $(DESCRIBER_MODEL) --out $(DATA)/real/k-viscuit-captioner
 	$(PY) -m textonly convert --data $(DATA)/real/butterflies --describer captioner --model $(DESCRIBER_MODEL) --out $(DATA)/real/butterflies-captioner
 	$(PY) -m textonly cost tokens --data k-viscuit=$(DATA)/real/k-viscuit-captioner \
-	  --data butterflies=$(DATA)/real/butterflies-captioner --describer captioner-$(notdir $(DESCRIBER_MODEL)) \
+	  --data butterflies=$(DATA)/real/butterflies-captioner --description captioner-$(notdir $(DESCRIBER_MODEL)) \
 	  --out book/measured/cost_tokens.csv
 
 # cost-measure writes both files to a temporary folder and moves them into book/measured at the
@@ -63,7 +63,7 @@ cost-measure: venv
 	test -d $(DATA)/worlds || $(MAKE) worlds
 	test -d $(DESCRIBER_MODEL) || $(MAKE) base
 	tmp=$$(mktemp -d) && for world in wings heritage; do $(PY) -m textonly cost measure --model $(DESCRIBER_MODEL) \
-	  --data $(DATA)/worlds/$$world/train --describer full --device cpu --dtype float32 --samples 256 --warmup 8 \
+	  --data $(DATA)/worlds/$$world/train --description oracle-full --device cpu --dtype float32 --samples 256 --warmup 8 \
 	  --out $$tmp/measure_cpu_small_$$world.json || exit 1; done && mv $$tmp/measure_cpu_small_*.json book/measured/ \
 	  && rmdir $$tmp
 

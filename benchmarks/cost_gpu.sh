@@ -75,7 +75,7 @@ run)
     [ -n "$LAYERS" ] && extra+=(--layers "$LAYERS")
     [ -n "$VISION_LAYERS" ] && extra+=(--vision-layers "$VISION_LAYERS")
     [ "$arch" = qwen2-vl-7b ] && extra+=(--max-pixels $((1280 * 28 * 28)))
-    $PY -m textonly cost measure --arch "$arch" --data carry/k-viscuit --describer "$DESCRIBER" \
+    $PY -m textonly cost measure --arch "$arch" --data carry/k-viscuit --description "$DESCRIBER" \
       --device "$DEVICE" --dtype bfloat16 --samples "$SAMPLES" --warmup 2 "${extra[@]}" \
       --out "$OUT/measure_gpu_$arch.json" 2>&1 | grep -v -e "it/s]" -e "sample/s]" | tee "$OUT/log_$arch.txt"
   done

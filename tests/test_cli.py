@@ -94,7 +94,7 @@ def test_missing_or_invalid_data_folder_is_one_line(datasets, capsys):
     for argv in (["train", "--mode", "text_only", "--model", datasets.model],
                  ["evaluate", "--model", datasets.model, "--condition", "description"],
                  ["convert", "--describer", "oracle"],
-                 ["cost", "measure", "--describer", "full", "--arch", "qwen2-vl-7b"]):
+                 ["cost", "measure", "--description", "oracle-full", "--arch", "qwen2-vl-7b"]):
         assert main([*argv, "--data", str(datasets.missing), "--out", datasets.out]) == 2
         assert one_error_line(capsys).startswith(f"error: {datasets.missing}: no such dataset folder")
         if argv[0] in ("train", "evaluate"):
@@ -105,12 +105,12 @@ def test_missing_or_invalid_data_folder_is_one_line(datasets, capsys):
 def test_description_missing_is_one_line_before_any_model(datasets, capsys):
     evaluate = ["evaluate", "--model", datasets.model, "--out", datasets.out, "--condition", "description"]
     assert main([*evaluate, "--data", str(datasets.plain)]) == 2
-    assert ("3 of 3 questions have no 'full' description (first: q0); descriptions there: none"
+    assert ("3 of 3 questions have no 'oracle-full' description (first: q0); descriptions there: none"
             in one_error_line(capsys))
-    assert main([*evaluate, "--data", str(datasets.described)]) == 2
-    assert "descriptions there: oracle-full" in one_error_line(capsys)
+    assert main([*evaluate, "--data", str(datasets.described), "--description", "captioner-x"]) == 2
+    assert "no 'captioner-x' description" in (line := one_error_line(capsys)) and "there: oracle-full" in line
     train = ["train", "--model", datasets.model, "--out", datasets.out, "--data", str(datasets.described)]
-    assert main([*train, "--mode", "mixed", "--describer", "oracle-wrong"]) == 2
+    assert main([*train, "--mode", "mixed", "--description", "oracle-wrong"]) == 2
     assert "have no 'oracle-wrong' description" in one_error_line(capsys)
 
 
@@ -153,10 +153,10 @@ def _extended(value):
     ("textonly.organism.vlm", "MODEL_SIZES", "pretrain --size"),
     ("textonly.organism.pretrain", "PRECISIONS", "pretrain --precision"),
     ("textonly.pipeline.describers", "DESCRIBERS", "convert --data d --out o --describer"),
-    ("textonly.pipeline.describers", "LEVELS", "convert --data d --out o --describer oracle --level"),
-    ("textonly.cost.flops", "COST_MODES", "cost measure --data d --describer x --out o --modes"),
-    ("textonly.cost.measure", "DTYPES", "cost measure --data d --describer x --out o --dtype"),
-    ("textonly.models.architectures", "ARCHITECTURES", "cost tokens --data n=d --describer x --out o --arch"),
+    ("textonly.organism.worlds.text", "QUALITIES", "convert --data d --out o --describer oracle --quality"),
+    ("textonly.cost.flops", "COST_MODES", "cost measure --data d --description x --out o --modes"),
+    ("textonly.cost.measure", "DTYPES", "cost measure --data d --description x --out o --dtype"),
+    ("textonly.models.architectures", "ARCHITECTURES", "cost tokens --data n=d --description x --out o --arch"),
 ])
 def test_choices_are_the_package_definitions(monkeypatch, module, name, argv):
     """A name added to the definition is accepted by the command line: the choices are not retyped."""

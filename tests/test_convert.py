@@ -1,4 +1,4 @@
-"""Text-only twins of image-text datasets: oracle levels, skip on repeat, atomicity, clear
+"""Text-only twins of image-text datasets: oracle qualities, skip on repeat, atomicity, clear
 errors, a tiny captioner that describes each image once, and an OpenAI-compatible endpoint
 (a local fake server) with retries, an on-disk cache keyed by what was asked, and the key kept off the
 disk, off plain http to other machines and off redirects."""
@@ -19,7 +19,8 @@ from conftest import good_record, make_dataset, write_image
 from textonly.pipeline import convert as convert_module
 from textonly.pipeline import describers
 from textonly.pipeline.convert import MARKER, convert, dataset_prompt_key, load_prompts
-from textonly.pipeline.describers import LEVELS, check_base_url, is_embedded
+from textonly.organism.worlds.text import QUALITIES
+from textonly.pipeline.describers import check_base_url, is_embedded
 from textonly.data.layout import load_dataset, write_dataset
 from textonly.organism.tokenizer import train_tokenizer
 from textonly.core.errors import TextonlyError
@@ -37,20 +38,20 @@ def _subset(worlds: Path, out: Path, n_images: int) -> Path:
     return write_dataset(out, kept, images={n: (source / "images" / n).read_bytes() for n in names})
 
 
-@pytest.mark.parametrize("level", ["full", "wrong"])
-def test_oracle_twin_keeps_records_and_images_and_adds_the_description(worlds, tmp_path, level):
+@pytest.mark.parametrize("quality", ["full", "wrong"])
+def test_oracle_twin_keeps_records_and_images_and_adds_the_description(worlds, tmp_path, quality):
     source = worlds / "wings" / "test"
-    out = convert(source, "oracle", tmp_path / "twin", level=level, progress=False)
+    out = convert(source, "oracle", tmp_path / "twin", quality=quality, progress=False)
     before, after = load_dataset(source), load_dataset(out)
     assert [r["id_"] for r in after.records] == [r["id_"] for r in before.records]
-    label = f"oracle-{level}"
+    label = f"oracle-{quality}"
     for old, new in zip(before.records, after.records):
-        assert new["descriptions"][label] == old["descriptions"][level]
+        assert new["descriptions"][label] == old["descriptions"][label]
         assert {k: v for k, v in new.items() if k != "descriptions"} == {k: v for k, v in old.items()
                                                                           if k != "descriptions"}
         assert after.image_file(new).stat().st_ino == before.image_file(old).stat().st_ino  # hard-linked
     marker = json.loads((out / MARKER).read_text())
-    assert marker["describer"] == label and marker["images"] == 200 and marker["questions"] == 400
+    assert marker["description"] == label and marker["describer"] == "oracle" and marker["images"] == 200 and marker["questions"] == 400
     assert label in (out / "README.md").read_text()
 
 
@@ -84,10 +85,10 @@ def test_an_interrupted_write_leaves_nothing_that_looks_finished(worlds, tmp_pat
         convert(source, "oracle", tmp_path / "fresh", progress=False)
     count.clear()
     with pytest.raises(KeyboardInterrupt):
-        convert(source, "oracle", finished, level="partial", progress=False)
+        convert(source, "oracle", finished, quality="partial", progress=False)
     assert not (tmp_path / "fresh").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
-    assert json.loads((finished / MARKER).read_text())["describer"] == "oracle-full"  # the old build, whole
+    assert json.loads((finished / MARKER).read_text())["description"] == "oracle-full"  # the old build, whole
     assert all("oracle-full" in r["descriptions"] for r in load_dataset(finished).records)
 
 
@@ -96,13 +97,13 @@ def test_oracle_needs_a_world_and_bad_input_is_refused(tmp_path):
     with pytest.raises(TextonlyError, match="needs a synthetic world dataset"):
         convert(plain, "oracle", tmp_path / "out", progress=False)
     with pytest.raises(TextonlyError, match="choose from full, partial, wrong, name_only"):
-        convert(plain, "oracle", tmp_path / "out", level="best", progress=False)
+        convert(plain, "oracle", tmp_path / "out", quality="best", progress=False)
     with pytest.raises(TextonlyError, match="choose from oracle, captioner, openai"):
         convert(plain, "human", tmp_path / "out", progress=False)
     with pytest.raises(TextonlyError, match="must not be the source"):
         convert(plain, "oracle", plain, progress=False)
     assert not (tmp_path / "out").exists()
-    assert LEVELS == ("full", "partial", "wrong", "name_only")
+    assert QUALITIES == ("full", "partial", "wrong", "name_only")
 
 
 def test_prompts_per_dataset_and_for_the_embedded_model(worlds, tmp_path):

@@ -48,7 +48,7 @@ def test_published_sizes():
 def test_processor_counts_image_tokens(name, images_dataset):
     root, records = images_dataset
     processor = architectures.processor(name)
-    rows = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    rows = cost.sample_tokens(processor, records, root, description="d", progress=False)
     small, wide = rows
     assert small["image_tokens"] > 0 and wide["image_tokens"] > small["image_tokens"]
     assert small["text_tokens"] == wide["text_tokens"]  # same question, different images
@@ -65,8 +65,8 @@ def test_qwen_resolution_bounds_change_tokens(images_dataset):
     root, records = images_dataset
     low = architectures.processor("qwen2-vl-7b", max_pixels=256 * 28 * 28)
     high = architectures.processor("qwen2-vl-7b")
-    wide_low = cost.sample_tokens(low, records[1:], root, describer=None, progress=False)[0]
-    wide_high = cost.sample_tokens(high, records[1:], root, describer=None, progress=False)[0]
+    wide_low = cost.sample_tokens(low, records[1:], root, description=None, progress=False)[0]
+    wide_high = cost.sample_tokens(high, records[1:], root, description=None, progress=False)[0]
     assert wide_low["image_tokens"] <= 256 < wide_high["image_tokens"]
 
 
@@ -105,7 +105,7 @@ def test_flop_formula_matches_counter(name, mode, images_dataset):
     model = AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
     model = get_peft_model(model, lora_config(r=cost.LORA_R, alpha=32))
     processor = architectures.processor(name)
-    row = cost.sample_tokens(processor, records[1:], root, describer="d", progress=False)[0]
+    row = cost.sample_tokens(processor, records[1:], root, description="d", progress=False)[0]
     batch = Collator(processor, root, "d")([(records[1], "image" if mode == "image_text" else "description")])
     with FlopCounterMode(display=False) as counter:
         model(**batch).loss.backward()
@@ -148,7 +148,7 @@ def test_flop_formula_matches_counter_embedded(mode, embedded, images_dataset):
     for sub in (model.config.text_config, model.config.vision_config):
         sub._attn_implementation = "eager"
     peft_model = get_peft_model(model, lora_config(r=cost.LORA_R, alpha=32))
-    row = cost.sample_tokens(processor, records[:1], root, describer="d", progress=False)[0]
+    row = cost.sample_tokens(processor, records[:1], root, description="d", progress=False)[0]
     assert row["vision_tiles"] == 1
     batch = Collator(processor, root, "d")([(records[0], "image" if mode == "image_text" else "description")])
     with FlopCounterMode(display=False) as counter:
@@ -199,7 +199,7 @@ def test_batch_flops_are_the_samples_flops(name, images_dataset):
 
     root, records = images_dataset
     processor, config = architectures.processor(name), architectures.config(name)
-    small, wide = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    small, wide = cost.sample_tokens(processor, records, root, description="d", progress=False)
     batch = Collator(processor, root, "d")([(records[0], "image"), (records[1], "description"),
                                             (records[1], "image")])
     expected = sum(cost.training_flops(config, row, mode)["total"]
@@ -232,10 +232,10 @@ def test_measure_training_on_cpu(embedded, images_dataset, tmp_path, monkeypatch
         return peaks[-1]
 
     monkeypatch.setattr(measure, "matmul_peak", quick_peak)
-    rows = cost.sample_tokens(processor, records, root, describer="d", progress=False)
+    rows = cost.sample_tokens(processor, records, root, description="d", progress=False)
     timed = [rows[i % 2] for i in range(1, 5)]  # warmup 1, then records cycled: wide, small, wide, small
     results = {mode: measure.measure_training(model, processor, records, root, mode=mode, out=tmp_path,
-                                              describer="d", samples=4, warmup=1, accumulation=2, progress=False)
+                                              description="d", samples=4, warmup=1, accumulation=2, progress=False)
                for mode in cost.COST_MODES}
     for (mode, r), peak in zip(results.items(), peaks, strict=True):
         expected = sum(cost.training_flops(model.config, row, mode)["total"] for row in timed) / 4
@@ -244,14 +244,14 @@ def test_measure_training_on_cpu(embedded, images_dataset, tmp_path, monkeypatch
         assert r["peak_flops_per_s"] == peak and r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / peak)
     assert results["image_text"]["image_tokens_per_sample"] == 64 and results["text_only"]["image_tokens_per_sample"] == 0
     assert not any("lora" in n for n, _ in model.named_parameters())
-    with pytest.raises(TextonlyError, match="describer"):
+    with pytest.raises(TextonlyError, match="description"):
         measure.measure_training(model, processor, records, root, mode="text_only", out=tmp_path)
 
 
 @pytest.mark.parametrize("name", list(architectures.ARCHITECTURES))
 def test_image_tokens_from_sizes_match_the_processor(name, images_dataset):
     root, records = images_dataset
-    measured = cost.sample_tokens(architectures.processor(name), records, root, describer=None, progress=False)
+    measured = cost.sample_tokens(architectures.processor(name), records, root, description=None, progress=False)
     from_sizes = cost.image_tokens_for_sizes(name, [(r["width"], r["height"]) for r in measured])
     for m, s in zip(measured, from_sizes):
         assert (m["image_tokens"], m["vision_tiles"], m["vision_patches"]) == \
@@ -261,7 +261,7 @@ def test_image_tokens_from_sizes_match_the_processor(name, images_dataset):
 def test_break_even_and_sweep(images_dataset):
     root, records = images_dataset
     rows = [dict(r, architecture="qwen2-vl-7b", dataset="t") for r in
-            cost.sample_tokens(architectures.processor("qwen2-vl-7b"), records, root, describer="d", progress=False)]
+            cost.sample_tokens(architectures.processor("qwen2-vl-7b"), records, root, description="d", progress=False)]
     config = architectures.config("qwen2-vl-7b")
     small = rows[0]
     n = cost.break_even_description_tokens(config, small)
@@ -282,14 +282,14 @@ def test_cli_cost_tokens_writes_table_and_provenance(images_dataset, tmp_path, c
 
     root, _ = images_dataset
     out = tmp_path / "tokens.csv"
-    assert main(["cost", "tokens", "--data", f"t={root}", "--describer", "d", "--arch", "qwen2-vl-7b",
+    assert main(["cost", "tokens", "--data", f"t={root}", "--description", "d", "--arch", "qwen2-vl-7b",
                  "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and {r["architecture"] for r in rows} == {"qwen2-vl-7b"}
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["describer"] == "d" and "git_commit" in meta["provenance"] and "dashscope" in meta["architectures"][
+    assert meta["description"] == "d" and "git_commit" in meta["provenance"] and "dashscope" in meta["architectures"][
         "qwen2-vl-7b"]["tokenizer"]
-    assert main(["cost", "tokens", "--data", str(root), "--describer", "d", "--out", str(out)]) == 2
+    assert main(["cost", "tokens", "--data", str(root), "--description", "d", "--out", str(out)]) == 2
     assert "NAME=FOLDER" in capsys.readouterr().err
 
 
@@ -318,7 +318,7 @@ def test_committed_token_table_matches_the_processors_on_real_images():
         firsts.setdefault(record["image_path"], record)
     sample = [firsts[p] for p in sorted(firsts)[::40]]  # 6 images of every size class
     for arch in architectures.ARCHITECTURES:
-        for row in cost.sample_tokens(architectures.processor(arch), sample, root, describer=None, progress=False):
+        for row in cost.sample_tokens(architectures.processor(arch), sample, root, description=None, progress=False):
             saved = committed[(arch, row["image_path"])]
             assert (row["image_tokens"], row["text_tokens"], row["width"], row["height"]) == \
                 (saved["image_tokens"], saved["text_tokens"], saved["width"], saved["height"])

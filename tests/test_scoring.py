@@ -98,7 +98,7 @@ def questions(tmp_path_factory):
 def _reference(model, processor, record, root, condition):
     """Mean log-likelihood of each option over the full text, one sequence per option, no cache."""
     context, ids = option_tokens(processor, record, condition)
-    inputs = _inputs(processor, [record], root, condition, "full", "right", "cpu", texts=[context])
+    inputs = _inputs(processor, [record], root, condition, "oracle-full", "right", "cpu", texts=[context])
     out = []
     for option in ids:
         full = torch.cat([inputs["input_ids"], torch.tensor([option])], 1)

@@ -28,12 +28,12 @@ def test_profiles_of_the_main_study():
         assert {c.dataset for c in main} == {"wings", "heritage"}
         assert {"original", "image_text", "text_only"} <= {c.mode for c in main}
         # original is not trained: no seed, one cell per dataset and model
-        assert all(c.seed is None and c.level is None for c in s.cells if c.mode == "original")
-        assert all(c.level is None for c in s.cells if c.mode == "image_text")
+        assert all(c.seed is None and c.quality is None for c in s.cells if c.mode == "original")
+        assert all(c.quality is None for c in s.cells if c.mode == "image_text")
     assert {c.model for c in smoke.cells} == {"tiny-smoke"} and smoke.train["max_steps"] > 0
     assert {c.model for c in default.cells} == {"small"}
     assert len({c.seed for c in default.cells if c.mode == "text_only"}) >= 3
-    assert {c.level for c in default.cells if c.mode == "text_only"} == {"full", "partial", "wrong", "name_only"}
+    assert {c.quality for c in default.cells if c.mode == "text_only"} == {"full", "partial", "wrong", "name_only"}
     assert {c.condition for c in default.cells} == {"image"}
     assert {c.scoring for c in default.cells} == {"option", "letter", "generate"}  # the paper's beside the organism's
     assert {c.scoring for c in smoke.cells} == {"option", "letter", "generate"}
@@ -75,7 +75,7 @@ profiles:
     ("{datasets: [wings], models: [m], modes: [text_only], colours: [red]}", "unknown axis colours"),
     ("{datasets: [wings], models: [m], modes: [finetune]}", "mode 'finetune'"),
     ("{datasets: [birds], models: [m], modes: [original]}", "dataset 'birds'"),
-    ("{datasets: [wings], models: [m], modes: [text_only], levels: [vague]}", "level 'vague'"),
+    ("{datasets: [wings], models: [m], modes: [text_only], qualities: [vague]}", "quality 'vague'"),
     ("{datasets: [wings], models: [m]}", "lists no modes"),
 ])
 def test_config_errors_name_the_problem(tmp_path, grid, message):
@@ -91,14 +91,14 @@ def test_unknown_profile_lists_the_profiles(tmp_path):
 
 def test_step_by_scalars_or_run_id():
     s = st.load_study("studies/main.yaml", "default")
-    by_scalars = s.step("train", dataset="wings", model="small", mode="text_only", seed=0, level="partial")
+    by_scalars = s.step("train", dataset="wings", model="small", mode="text_only", seed=0, quality="partial")
     assert by_scalars is s.step(run_id="train/wings-small-text_only-partial-s0")
-    assert s.step("evaluate", dataset="wings", model="small", mode="original", seed=2, level="full").parameters[
-        "seed"] is None  # original ignores seed and level
+    assert s.step("evaluate", dataset="wings", model="small", mode="original", seed=2, quality="full").parameters[
+        "seed"] is None  # original ignores seed and quality
     with pytest.raises(TextonlyError, match="disagrees"):
         s.step(run_id="train/wings-small-text_only-partial-s0", seed=2)
     with pytest.raises(TextonlyError, match="not a step"):
-        s.step("train", dataset="wings", model="small", mode="text_only", seed=7, level="full")
+        s.step("train", dataset="wings", model="small", mode="text_only", seed=7, quality="full")
 
 
 # --- the committed notebooks ----------------------------------------------------------------
@@ -159,7 +159,7 @@ class FakeExecutor:
                     "total": 100, "vision_tower": 30, "multi_modal_projector": 10, "language_model": 60}}))
         elif step.stage == "convert":
             (step.dir / "data").mkdir(exist_ok=True)
-            (step.dir / "data" / "convert.json").write_text(json.dumps({"fingerprint": "c", "describer": "oracle-full"}))
+            (step.dir / "data" / "convert.json").write_text(json.dumps({"fingerprint": "c", "describer": "oracle", "description": "oracle-full"}))
         elif step.stage == "train":
             (step.dir / "run.json").write_text(json.dumps({  # each retraining a new result
                 "fingerprint": f"{step.run_id}#{self.runs[step.run_id]}", "steps": 2, "epochs": 0.2, "samples": 100, "final_loss": 1.0,

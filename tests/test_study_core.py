@@ -95,7 +95,7 @@ def test_text_only_needs_descriptions(tiny_models, tmp_path, worlds):
     bare = [{k: v for k, v in r.items() if k != "descriptions"} for r in source.records[:4]]
     data = write_dataset(tmp_path / "bare", bare, images={r["image_path"]: source.image_file(r).read_bytes()
                                                           for r in bare})
-    with pytest.raises(TextonlyError, match="no 'full' description"):
+    with pytest.raises(TextonlyError, match="no 'oracle-full' description"):
         train(_config(tiny_models, "embedded", data, "text_only"), tmp_path / "run", progress=False)
 
 

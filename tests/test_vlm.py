@@ -21,7 +21,7 @@ CORPUS = ["Which species is the butterfly in the image?", "A. Kotha Velari", "An
           "USER: ASSISTANT: The wings are orange.", "It has three spots per forewing.", "C. Mira Sol"] * 20
 RECORD = {"question": "Which species is the butterfly in the image?", "options": ["Kotha", "Velari", "Mira", "Sol"],
           "answer": 2, "category": "Nymphs", "id_": "q0", "question_type": 1, "image_path": "x.png",
-          "descriptions": {"full": "The wings are orange."}}
+          "descriptions": {"oracle-full": "The wings are orange."}}
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_training_labels_the_answer_in_its_format(processor, tmp_path, answer_fo
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "images" / "x.png")
-    batch = Collator(processor, tmp_path, "full", answer_format)([(RECORD, "image"), (RECORD, "description")])
+    batch = Collator(processor, tmp_path, "oracle-full", answer_format)([(RECORD, "image"), (RECORD, "description")])
     for ids, labels in zip(batch["input_ids"], batch["labels"]):
         kept = [int(i) for i, lab in zip(ids, labels) if lab != -100]
         assert processor.tokenizer.decode(kept).strip() == f"{answer}</s>"

@@ -118,23 +118,23 @@ def test_held_out_evaluation_asks_every_attribute(worlds):
     assert len(set(attrs.values())) == 1
 
 
-def test_descriptions_at_four_quality_levels():
+def test_descriptions_at_four_qualities():
     world = WORLDS["wings"]
     subject = {"name": "Test Species", "attributes": {a.name: a.values[0] for a in world.attributes},
                "facts": {f.name: f.values[0] for f in world.facts}}
     for seed in range(20):
         d = text.descriptions(world, subject, np.random.default_rng(seed))
-        assert set(d) == set(text.QUALITIES)
-        assert "Test Species" in d["name_only"] and "Test Species" not in d["full"]
-        values_full = sum(a.values[0] in d["full"] for a in world.attributes)
+        assert set(d) == {text.oracle_description(q) for q in text.QUALITIES}
+        assert "Test Species" in d["oracle-name_only"] and "Test Species" not in d["oracle-full"]
+        values_full = sum(a.values[0] in d["oracle-full"] for a in world.attributes)
         assert values_full == len(world.attributes)
-        assert sum(a.values[0] in d["wrong"] for a in world.attributes) == len(world.attributes) - 1
-        assert world.facts[0].values[0] in d["full"] and world.facts[0].values[0] not in d["partial"]
+        assert sum(a.values[0] in d["oracle-wrong"] for a in world.attributes) == len(world.attributes) - 1
+        assert world.facts[0].values[0] in d["oracle-full"] and world.facts[0].values[0] not in d["oracle-partial"]
 
 
 def test_phrasing_varies(worlds):
     questions = {r["question"] for r in _records(worlds, "wings", "test") if r["question_type"] == 1}
-    fulls = [r["descriptions"]["full"] for r in _records(worlds, "wings", "train")]
+    fulls = [r["descriptions"]["oracle-full"] for r in _records(worlds, "wings", "train")]
     assert len(questions) >= 3
     assert len({f.split(".")[0] for f in fulls}) >= 5  # opening sentences differ
 

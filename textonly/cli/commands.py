@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from textonly.core.errors import TextonlyError
+from textonly.core.prompts import check_descriptions
 
 
 def dataset_folder(value: str | Path) -> Path:
@@ -27,18 +28,14 @@ def dataset_folder(value: str | Path) -> Path:
     return path
 
 
-def check_questions(path: Path, describer: str | None = None) -> None:
-    """Validate the dataset's questions (not yet its images) and, with ``describer``, that each
+def check_questions(path: Path, description: str | None = None) -> None:
+    """Validate the dataset's questions (not yet its images) and, with ``description``, that each
     carries that description: the mistakes found before a model is loaded for them."""
     from textonly.data.layout import load_dataset
 
     records = load_dataset(path, check_images=False).records
-    missing = [r["id_"] for r in records if describer is not None and describer not in (r.get("descriptions") or {})]
-    if missing:
-        labels = sorted({label for r in records for label in (r.get("descriptions") or {})})
-        raise TextonlyError(f"{path}: {len(missing)} of {len(records)} questions have no {describer!r} description "
-                            f"(first: {missing[0]}); descriptions there: {', '.join(labels) or 'none'} "
-                            "(`python -m textonly convert` adds them)")
+    if description is not None:
+        check_descriptions(records, description, where=str(path))
 
 
 def run_worlds_build(args: argparse.Namespace) -> int:
@@ -113,7 +110,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from textonly.data.layout import format_report, load_dataset
     from textonly.pipeline.convert import convert
 
-    out = convert(dataset_folder(args.data), args.describer, args.out, level=args.level, model=args.model,
+    out = convert(dataset_folder(args.data), args.describer, args.out, quality=args.quality, model=args.model,
                   prompt=args.prompt, prompts_file=args.prompts_file, cache=args.cache,
                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, force=args.force)
     print(f"text-only twin: {out}")
@@ -125,9 +122,9 @@ def run_train(args: argparse.Namespace) -> int:
     from textonly.pipeline.train import TrainConfig, train
 
     data = dataset_folder(args.data)
-    check_questions(data, None if args.mode == "image_text" else args.describer)
+    check_questions(data, None if args.mode == "image_text" else args.description)
     config = TrainConfig(data=str(data), model=args.model, mode=args.mode, seed=args.seed,
-                         preset=args.preset, describer=args.describer, learning_rate=args.lr, epochs=args.epochs,
+                         preset=args.preset, description=args.description, learning_rate=args.lr, epochs=args.epochs,
                          max_steps=args.max_steps, quantization=args.quantization, answer_format=args.answer_format)
     run = train(config, args.out)
     print(f"run: {args.out}  steps {run['steps']}  final loss {run['final_loss']:.4f}  "
@@ -139,9 +136,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from textonly.pipeline.evaluate import EvalConfig, evaluate
 
     data = dataset_folder(args.data)
-    check_questions(data, args.describer if args.condition == "description" else None)
+    check_questions(data, args.description if args.condition == "description" else None)
     config = EvalConfig(model=args.model, data=str(data), condition=args.condition, scoring=args.scoring,
-                        adapter=args.adapter, describer=args.describer, batch_size=args.batch_size)
+                        adapter=args.adapter, description=args.description, batch_size=args.batch_size)
     result = evaluate(config, args.out)
     rows = {"overall": result["metrics"]["overall"],
             **{f"type {k}": v for k, v in result["metrics"]["question_type"].items()}}
@@ -199,14 +196,14 @@ def run_cost_tokens(args: argparse.Namespace) -> int:
             raise TextonlyError(f"--data {item}: write NAME=FOLDER (e.g. k-viscuit=data/real/k-viscuit-captioner)")
         datasets[name] = str(dataset_folder(path))
     archs = list(architectures.ARCHITECTURES) if args.arch == ["all"] else args.arch
-    rows = token_table(datasets, archs, describer=args.describer)
+    rows = token_table(datasets, archs, description=args.description)
     out = Path(args.out)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out, table.getvalue())
-    meta = {"describer": args.describer, "datasets": {k: provenance(data=v)["data_hash"] for k, v in datasets.items()},
+    meta = {"description": args.description, "datasets": {k: provenance(data=v)["data_hash"] for k, v in datasets.items()},
             "architectures": {a: {"hub_id": architectures.get(a).hub_id,
                                   "tokenizer": architectures.get(a).tokenizer_source} for a in archs},
             "rows": len(rows), "command": "python -m textonly " + " ".join(sys.argv[1:]), "provenance": provenance()}
@@ -249,7 +246,7 @@ def run_cost_measure(args: argparse.Namespace) -> int:
     records = load_dataset(data).records
     with tempfile.TemporaryDirectory() as energy_rows:  # codecarbon's CSV; the figures go into the JSON
         results = [measure_training(model, processor, records, data, mode=mode, out=energy_rows,
-                                    describer=args.describer, samples=args.samples, warmup=args.warmup,
+                                    description=args.description, samples=args.samples, warmup=args.warmup,
                                     accumulation=args.accumulation, peak_flops=peak)
                    for mode in args.modes]
     for r in results:
@@ -257,7 +254,7 @@ def run_cost_measure(args: argparse.Namespace) -> int:
               f"MFU {r['mfu']:.1%}, peak memory {r['peak_memory_mb']:.0f} MB")
     summary = {"architecture": args.arch, "model": args.model, "layers": args.layers,
                "vision_layers": args.vision_layers, "max_pixels": args.max_pixels, "data": str(data),
-               "describer": args.describer, "results": results,
+               "description": args.description, "results": results,
                "command": "python -m textonly " + " ".join(sys.argv[1:]), "provenance": provenance(data=data)}
     write_text_atomic(Path(args.out), dumps_json(summary))
     print(f"-> {args.out}")

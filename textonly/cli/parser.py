@@ -71,12 +71,14 @@ def _pretrain(parser: argparse.ArgumentParser) -> None:
 
 def _convert(parser: argparse.ArgumentParser) -> None:
     from textonly.pipeline.convert import convert
-    from textonly.pipeline.describers import DESCRIBERS, LEVELS
+    from textonly.organism.worlds.text import QUALITIES
+    from textonly.pipeline.describers import DESCRIBERS
 
     parser.add_argument("--data", required=True, help="dataset folder (or a name under the data root)")
     parser.add_argument("--describer", required=True, choices=DESCRIBERS)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--level", default=None, choices=LEVELS, help="oracle: description quality (default full)")
+    parser.add_argument("--quality", default=None, choices=QUALITIES,
+                        help="oracle: the description's quality (default full)")
     parser.add_argument("--model", default=None, help="captioner: model folder or hub id; openai: model name")
     parser.add_argument("--prompt", default=None, help="key of the description prompt in the prompts file")
     parser.add_argument("--prompts-file", default=None, help="YAML of description prompts (default: the package's)")
@@ -98,8 +100,9 @@ def _train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--out", type=Path, required=True, help="run directory (the same command resumes it)")
     parser.add_argument("--preset", default=TrainConfig.preset, choices=list(PRESETS))
-    parser.add_argument("--describer", default=TrainConfig.describer,
-                        help="which description stands in for the image (default %(default)s)")
+    parser.add_argument("--description", default=TrainConfig.description,
+                        help="which description (its name in the records' descriptions) stands in for the image "
+                             "(default %(default)s)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     parser.add_argument("--epochs", type=float, default=None, help="epochs (default: the preset's)")
     parser.add_argument("--max-steps", type=int, default=TrainConfig.max_steps,
@@ -121,7 +124,7 @@ def _evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--condition", default=EvalConfig.condition, choices=CONDITIONS)
     parser.add_argument("--scoring", default=EvalConfig.scoring, choices=SCORINGS,
                         help="option: each option's text by its likelihood (default); letter; generate")
-    parser.add_argument("--describer", default=EvalConfig.describer,
+    parser.add_argument("--description", default=EvalConfig.description,
                         help="the description used by --condition description (default %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=EvalConfig.batch_size)
     parser.add_argument("--out", type=Path, required=True, help="evaluation directory")
@@ -158,7 +161,7 @@ def _cost(parser: argparse.ArgumentParser) -> None:
     tok = actions.add_parser("tokens", help="run the paper architectures' processors on datasets; tokens per sample")
     tok.add_argument("--data", action="append", required=True, metavar="NAME=FOLDER",
                      help="a dataset with descriptions (repeatable); NAME keys the paper's run size")
-    tok.add_argument("--describer", required=True, help="the description label that stands in for the image")
+    tok.add_argument("--description", required=True, help="the description (its name) that stands in for the image")
     tok.add_argument("--arch", nargs="+", default=["all"], choices=["all", *ARCHITECTURES],
                      help="architectures (default: all)")
     tok.add_argument("--out", required=True, help="CSV to write (and its .json provenance beside it)")
@@ -167,7 +170,7 @@ def _cost(parser: argparse.ArgumentParser) -> None:
     me.add_argument("--arch", default=None, choices=list(ARCHITECTURES), help="a paper architecture, random weights")
     me.add_argument("--model", default=None, help="or a model folder / hub id (e.g. an embedded base model)")
     me.add_argument("--data", required=True, help="dataset folder with descriptions")
-    me.add_argument("--describer", required=True, help="the description label for text_only")
+    me.add_argument("--description", required=True, help="the description (its name) for text_only")
     me.add_argument("--modes", nargs="+", default=list(COST_MODES), choices=COST_MODES)
     me.add_argument("--samples", type=_positive, default=32, help="timed samples per mode")
     me.add_argument("--warmup", type=int, default=2, help="untimed samples first")

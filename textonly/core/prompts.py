@@ -9,6 +9,8 @@ prompt from here through its processor's chat template.
 
 from __future__ import annotations
 
+from textonly.core.errors import TextonlyError
+
 LETTERS = "ABCDEFGH"
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CONDITIONS = ("image", "no_image", "description")
@@ -49,26 +51,40 @@ def assistant(text: str) -> dict:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-def mcq_messages(record: dict, condition: str = "image", describer: str = "full",
+#: The description a record's text stands in for its image with, unless told otherwise: the
+#: worlds' ground truth at full quality (:func:`textonly.organism.worlds.text.oracle_description`).
+DEFAULT_DESCRIPTION = "oracle-full"
+
+
+def check_descriptions(records: list[dict], description: str, where: str = "the dataset") -> None:
+    """Refuse questions that lack ``description`` (a name in their ``descriptions``), in one line
+    that names the descriptions they do have."""
+    missing = [r["id_"] for r in records if description not in (r.get("descriptions") or {})]
+    if missing:
+        names = sorted({name for r in records for name in (r.get("descriptions") or {})})
+        raise TextonlyError(f"{where}: {len(missing)} of {len(records)} questions have no {description!r} "
+                            f"description (first: {missing[0]}); descriptions there: {', '.join(names) or 'none'} "
+                            "(`python -m textonly convert` adds them)")
+
+
+def mcq_messages(record: dict, condition: str = "image", description: str = DEFAULT_DESCRIPTION,
                  answer: bool = False, answer_format: str = "letter") -> list[dict]:
     """Chat messages for a question of the dataset layout under an input condition.
 
     ``condition``: ``image`` (the image, where the question has one), ``no_image``, or
-    ``description`` (``record["descriptions"][describer]`` in place of the image).
+    ``description`` (``record["descriptions"][description]`` in place of the image).
     With ``answer=True`` the assistant turn holds the correct answer in ``answer_format``
     (for training).
     """
     if condition not in CONDITIONS:
-        raise ValueError(f"condition {condition!r}: choose from {', '.join(CONDITIONS)}")
-    description = None
+        raise TextonlyError(f"condition {condition!r}: choose from {', '.join(CONDITIONS)}")
+    text = None
     if condition == "description":
-        descriptions = record.get("descriptions") or {}
-        if describer not in descriptions:
-            raise KeyError(f"question {record['id_']!r} has no {describer!r} description")
-        description = descriptions[describer]
+        check_descriptions([record], description, where=f"question {record['id_']!r}")
+        text = record["descriptions"][description]
     has_image = condition == "image" and record.get("image_path") is not None
     messages = [{"role": "user", "content": user_content(mcq_text(record["question"], record["options"]),
-                                                         image=has_image, description=description)}]
+                                                         image=has_image, description=text)}]
     if answer:
         messages.append(assistant(answer_text(record, answer_format)))
     return messages

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textonly.core.errors import TextonlyError
+from textonly.core.prompts import check_descriptions
 from textonly.core.flops import COST_MODES, LORA_R, sample_length, training_flops
 
 EPOCHS = 5  # the paper's setting
@@ -22,11 +23,11 @@ EPOCHS = 5  # the paper's setting
 
 # --- tokens ----------------------------------------------------------------------------
 
-def sample_tokens(processor, records: list[dict], root: str | Path, *, describer: str | None,
+def sample_tokens(processor, records: list[dict], root: str | Path, *, description: str | None,
                   progress: bool = True) -> list[dict]:
     """Per record: the tokens of its ``image_text`` and ``text_only`` training samples.
 
-    ``describer``: which of ``record["descriptions"]`` stands in for the image (None: no
+    ``description``: which of ``record["descriptions"]`` stands in for the image (None: no
     ``text_only`` sample). Each row holds ``text_tokens``/``image_tokens`` of the
     ``image_text`` sample, ``text_only_tokens``, ``description_tokens`` (the description's
     own tokens), the image's size, and ``vision_tiles`` (LLaVA-NeXT: 336 px tiles the CLIP
@@ -40,7 +41,7 @@ def sample_tokens(processor, records: list[dict], root: str | Path, *, describer
     from textonly.pipeline.train import Collator
 
     root = Path(root)
-    collator = Collator(processor, root, describer or "")
+    collator = Collator(processor, root, description or "")
     rows = []
     for record in tqdm(records, desc="tokenizing", unit="sample", disable=not progress):
         if record.get("image_path") is None:
@@ -61,13 +62,12 @@ def sample_tokens(processor, records: list[dict], root: str | Path, *, describer
             ip = processor.image_processor
             row["vision_tiles"] = int(image_size_to_num_patches(
                 batch["image_sizes"][0].tolist(), ip.image_grid_pinpoints, ip.crop_size["height"]))
-        if describer is not None:
-            description = (record.get("descriptions") or {}).get(describer)
-            if description is None:
-                raise TextonlyError(f"question {record['id_']!r} has no {describer!r} description")
+        if description is not None:
+            check_descriptions([record], description, where=f"question {record['id_']!r}")
             only = collator([(record, "description")])
             row["text_only_tokens"] = token_counts(processor, only)[0]
-            row["description_tokens"] = len(processor.tokenizer(description, add_special_tokens=False)["input_ids"])
+            text = record["descriptions"][description]
+            row["description_tokens"] = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
         rows.append(row)
     return rows
 
@@ -102,13 +102,13 @@ PAPER_TRAINING_SAMPLES = {"butterflies": 100, "k-viscuit": 237}
 TOKENS_FILE = "cost_tokens.csv"
 
 
-def token_table(datasets: dict[str, str | Path], architectures: list[str], *, describer: str | None,
+def token_table(datasets: dict[str, str | Path], architectures: list[str], *, description: str | None,
                 progress: bool = True) -> list[dict]:
     """:func:`sample_tokens` for every architecture on every dataset, one row per image.
 
     Each image's first question stands for its training sample (K-VISCUIT trains on one
     question per image; a butterfly image carries one question). ``datasets`` maps a name
-    to a dataset folder whose records carry ``describer``'s descriptions.
+    to a dataset folder whose records carry ``description``'s descriptions.
     """
     from textonly.models import architectures as arch_module
     from textonly.data.layout import load_dataset
@@ -122,7 +122,7 @@ def token_table(datasets: dict[str, str | Path], architectures: list[str], *, de
                 if record.get("image_path") is not None and record["image_path"] not in seen:
                     seen.add(record["image_path"])
                     records.append(record)
-            for row in sample_tokens(processor, records, root, describer=describer, progress=progress):
+            for row in sample_tokens(processor, records, root, description=description, progress=progress):
                 rows.append({"architecture": arch, "dataset": name, **row})
     return rows
 

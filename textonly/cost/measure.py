@@ -54,7 +54,7 @@ def _to(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
             for k, v in batch.items()}
 
 
-def _batches(processor, records: list[dict], root: str | Path, *, mode: str, describer: str | None,
+def _batches(processor, records: list[dict], root: str | Path, *, mode: str, description: str | None,
              count: int) -> list[dict]:
     """``count`` batches of one ``mode`` sample each, collated as training collates them (records cycled)."""
     from textonly.pipeline.train import Collator
@@ -62,7 +62,7 @@ def _batches(processor, records: list[dict], root: str | Path, *, mode: str, des
     records = [r for r in records if r.get("image_path") is not None]
     if not records:
         raise TextonlyError("need at least one question with an image")
-    collator = Collator(processor, Path(root), describer or "")
+    collator = Collator(processor, Path(root), description or "")
     condition = "image" if mode == "image_text" else "description"
     return [collator([(records[i % len(records)], condition)]) for i in range(count)]
 
@@ -111,13 +111,13 @@ def _peak_memory(device: torch.device, peak: dict) -> dict:
 
 
 def measure_training(model, processor, records: list[dict], root: str | Path, *, mode: str, out: str | Path,
-                     describer: str | None = None, samples: int = 32, warmup: int = 2, accumulation: int = 32,
+                     description: str | None = None, samples: int = 32, warmup: int = 2, accumulation: int = 32,
                      learning_rate: float = 3e-5, lora_r: int = 16, lora_alpha: int = 32, peak_flops: float | None = None,
                      progress: bool = True) -> dict:
     """Time ``samples`` LoRA training samples of ``mode`` (``image_text``/``text_only``) on ``model``'s device.
 
     ``records``: the dataset's questions (cycled when fewer than ``warmup + samples``);
-    ``describer``: the description that stands in for the image in ``text_only``.
+    ``description``: the description that stands in for the image in ``text_only``.
     ``peak_flops``: the device's peak for MFU (default: :func:`matmul_peak` in the model's dtype,
     measured here); the result records it beside the achieved FLOP/s, and MFU is their ratio.
     Energy and emissions rows go to ``out/emissions.csv``.
@@ -131,13 +131,13 @@ def measure_training(model, processor, records: list[dict], root: str | Path, *,
 
     if mode not in COST_MODES:
         raise TextonlyError(f"mode {mode!r}: choose from {', '.join(COST_MODES)}")
-    if mode == "text_only" and describer is None:
-        raise TextonlyError("text_only needs the describer whose descriptions replace the images")
+    if mode == "text_only" and description is None:
+        raise TextonlyError("text_only needs the description (its name) that replaces the images")
     if samples < 1 or warmup < 0:
         raise TextonlyError(f"samples {samples}, warmup {warmup}: need samples >= 1 and warmup >= 0")
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
-    batches = _batches(processor, records, root, mode=mode, describer=describer, count=warmup + samples)
+    batches = _batches(processor, records, root, mode=mode, description=description, count=warmup + samples)
     if peak_flops is None:
         peak_flops = matmul_peak(device, dtype)
     model = get_peft_model(model, lora_config(r=lora_r, alpha=lora_alpha))

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from textonly.core.errors import TextonlyError
-from textonly.core.prompts import LETTERS, answer_text, assistant, mcq_messages
+from textonly.core.prompts import DEFAULT_DESCRIPTION, LETTERS, answer_text, assistant, mcq_messages
 
 
 def letter_token_ids(tokenizer, n: int = 4) -> list[list[int]]:
@@ -63,11 +63,11 @@ def _count_tokens(processor, inputs: dict, counts: dict | None) -> None:
         counts["image"] = counts.get("image", 0) + image
 
 
-def _inputs(processor, batch: list[dict], root: Path, condition: str, describer: str, padding_side: str,
+def _inputs(processor, batch: list[dict], root: Path, condition: str, description: str, padding_side: str,
             device, texts: list[str] | None = None) -> dict:
     """The batch's prompts (or the given ``texts``, one per record) through the processor, images only where shown."""
     if texts is None:
-        texts = [processor.apply_chat_template(mcq_messages(r, condition, describer), add_generation_prompt=True)
+        texts = [processor.apply_chat_template(mcq_messages(r, condition, description), add_generation_prompt=True)
                  for r in batch]
     images = [_load_image(root, r) for r in batch if condition == "image" and r.get("image_path") is not None]
     inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
@@ -75,7 +75,8 @@ def _inputs(processor, batch: list[dict], root: Path, condition: str, describer:
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def option_tokens(processor, record: dict, condition: str = "image", describer: str = "full") -> tuple[str, list[list[int]]]:
+def option_tokens(processor, record: dict, condition: str = "image",
+                  description: str = DEFAULT_DESCRIPTION) -> tuple[str, list[list[int]]]:
     """The context shared by the options, and each option's token ids as they fall in the full text.
 
     The conversation is rendered with each option as the assistant's answer and tokenized
@@ -86,7 +87,7 @@ def option_tokens(processor, record: dict, condition: str = "image", describer: 
     option and tokenize alone as it does in the full text.
     """
     tokenizer = processor.tokenizer
-    messages = mcq_messages(record, condition, describer)
+    messages = mcq_messages(record, condition, description)
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     context, ids = None, []
     for k, option in enumerate(record["options"]):
@@ -124,7 +125,7 @@ def _repeat_cache(cache, index: torch.Tensor) -> None:
 
 @torch.no_grad()
 def score_options(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
-                  describer: str = "full", batch_size: int = 32, progress: bool = True,
+                  description: str = DEFAULT_DESCRIPTION, batch_size: int = 32, progress: bool = True,
                   counts: dict | None = None) -> list[dict]:
     """Option scores of each question: ``{"id_", "scores", "sum", "per_char", "prediction", "correct"}``.
 
@@ -142,8 +143,8 @@ def score_options(model, processor, records: list[dict], root: str | Path, *, co
     for start in tqdm(range(0, len(records), batch_size), desc="scoring options", unit="batch",
                       disable=not progress):
         batch = records[start:start + batch_size]
-        contexts, options = zip(*(option_tokens(processor, r, condition, describer) for r in batch))
-        inputs = _inputs(processor, batch, root, condition, describer, "left", device, texts=list(contexts))
+        contexts, options = zip(*(option_tokens(processor, r, condition, description) for r in batch))
+        inputs = _inputs(processor, batch, root, condition, description, "left", device, texts=list(contexts))
         _count_tokens(processor, inputs, counts)
         token_lp = _option_logprobs(model, processor.tokenizer.pad_token_id, inputs, options, counts)
         for r, opts in zip(batch, options):
@@ -215,7 +216,7 @@ def _option_prediction(record: dict, token_lp: list[list[float]]) -> dict:
 
 @torch.no_grad()
 def score_letters(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
-                  describer: str = "full", batch_size: int = 32, progress: bool = True,
+                  description: str = DEFAULT_DESCRIPTION, batch_size: int = 32, progress: bool = True,
                   counts: dict | None = None) -> list[dict]:
     """Letter scores of each question: ``{"id_", "scores", "prediction", "correct"}``.
 
@@ -227,7 +228,7 @@ def score_letters(model, processor, records: list[dict], root: str | Path, *, co
     out = []
     for start in tqdm(range(0, len(records), batch_size), desc="scoring", unit="batch", disable=not progress):
         batch = records[start:start + batch_size]
-        inputs = _inputs(processor, batch, root, condition, describer, "right", device)
+        inputs = _inputs(processor, batch, root, condition, description, "right", device)
         _count_tokens(processor, inputs, counts)
         logits = model(**inputs).logits
         last = inputs["attention_mask"].sum(dim=1) - 1  # right padding: the prompt's last position
@@ -266,7 +267,7 @@ def parse_letter(text: str, n_options: int) -> int | None:
 
 @torch.no_grad()
 def generate_answers(model, processor, records: list[dict], root: str | Path, *, condition: str = "image",
-                     describer: str = "full", batch_size: int = 16, max_new_tokens: int = 3,
+                     description: str = DEFAULT_DESCRIPTION, batch_size: int = 16, max_new_tokens: int = 3,
                      progress: bool = True, counts: dict | None = None) -> list[dict]:
     """K-VISCUIT's reference scoring: greedy generation of a few tokens, strictly parsed.
 
@@ -279,7 +280,7 @@ def generate_answers(model, processor, records: list[dict], root: str | Path, *,
     out = []
     for start in tqdm(range(0, len(records), batch_size), desc="generating", unit="batch", disable=not progress):
         batch = records[start:start + batch_size]
-        inputs = _inputs(processor, batch, root, condition, describer, "left", device)
+        inputs = _inputs(processor, batch, root, condition, description, "left", device)
         _count_tokens(processor, inputs, counts)  # the prompts; generated tokens are few
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)

@@ -131,15 +131,15 @@ def _card(source: Path, out: Path, describer, prompt: dict | None, records: list
     return "\n".join(lines)
 
 
-def _check_arguments(source: Path, out: Path, describer: str, *, level: str | None, model, prompt: str | None,
+def _check_arguments(source: Path, out: Path, describer: str, *, quality: str | None, model, prompt: str | None,
                      max_new_tokens: int, batch_size: int) -> None:
     """Refuse arguments that do not go together, before any work."""
     if describer not in describers.DESCRIBERS:
         raise TextonlyError(f"describer {describer!r}: choose from {', '.join(describers.DESCRIBERS)}")
     if out.resolve() == source.resolve():
         raise TextonlyError(f"{out}: the output must not be the source dataset")
-    if describer != "oracle" and level is not None:
-        raise TextonlyError("a quality level is for the oracle describer only")
+    if describer != "oracle" and quality is not None:
+        raise TextonlyError("a description quality is for the oracle describer only")
     if describer == "oracle" and (model is not None or prompt is not None):
         raise TextonlyError("the oracle describer takes no model and no prompt (it reads the world's descriptions)")
     if max_new_tokens < 1 or batch_size < 1:
@@ -173,15 +173,15 @@ def _with_descriptions(records: list[dict], label: str, descriptions: dict[str, 
     return converted
 
 
-def convert(data: str | os.PathLike, describer: str, out: str | os.PathLike, *, level: str | None = None,
+def convert(data: str | os.PathLike, describer: str, out: str | os.PathLike, *, quality: str | None = None,
             model=None, prompt: str | None = None, prompts_file: str | os.PathLike | None = None,
             cache: str | os.PathLike | None = None, max_new_tokens: int = 256, batch_size: int = 16,
             max_attempts: int = 6, backoff_s: float = 1.0, timeout_s: float = 120.0, force: bool = False,
             progress: bool = True) -> Path:
     """Write the text-only twin of the dataset ``data`` into ``out``; returns ``out``.
 
-    ``describer``: one of :data:`textonly.pipeline.describers.DESCRIBERS`. ``level``: the
-    oracle's quality level (default ``full``). ``model``: the captioner's checkpoint folder,
+    ``describer``: one of :data:`textonly.pipeline.describers.DESCRIBERS`. ``quality``: the
+    oracle's description quality (default ``full``). ``model``: the captioner's checkpoint folder,
     hub id or loaded ``(model, processor)`` pair; the openai model name (default ``gpt-4o``).
     ``prompt``: a key of the prompt file (default: the embedded prompt for the project's own
     VLMs, else the one whose ``match`` fits the dataset's name or card, else the file's
@@ -192,14 +192,14 @@ def convert(data: str | os.PathLike, describer: str, out: str | os.PathLike, *, 
     ``force``.
     """
     source, out = Path(data), Path(out)
-    _check_arguments(source, out, describer, level=level, model=model, prompt=prompt,
+    _check_arguments(source, out, describer, quality=quality, model=model, prompt=prompt,
                      max_new_tokens=max_new_tokens, batch_size=batch_size)
     load_dataset(source)  # every problem of the source reported before any work
     records = _raw_records(source)
     images = _images(source, records)
     if not images:
         raise TextonlyError(f"{source}: no question with an image; nothing to describe")
-    worker = make_describer(describer, level=level, model=model, max_new_tokens=max_new_tokens,
+    worker = make_describer(describer, quality=quality, model=model, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, max_attempts=max_attempts, backoff_s=backoff_s,
                             timeout_s=timeout_s,
                             cache=Path(cache) if cache is not None else out.resolve().parent / "description-cache")
@@ -207,7 +207,7 @@ def convert(data: str | os.PathLike, describer: str, out: str | os.PathLike, *, 
         worker.check(source, images)
     chosen = _choose_prompt(worker, source, prompt, prompts_file)
 
-    settings = {"describer": worker.label, "settings": worker.settings, "prompt": chosen}
+    settings = {"describer": describer, "description": worker.label, "settings": worker.settings, "prompt": chosen}
     key = build_key(settings, (source / ANNOTATIONS).read_bytes(), *(item.sha256 for item in images),
                     *module_sources(sys.modules[__name__], describers))
     if not force and finished_build(out / MARKER, key):

@@ -1,7 +1,7 @@
 """The describers: what writes a text in place of each image of a dataset (:data:`DESCRIBERS`).
 
-* ``oracle`` (:class:`Oracle`): the synthetic worlds' own descriptions at a quality level
-  (:data:`LEVELS`), label ``oracle-<level>``;
+* ``oracle`` (:class:`Oracle`): the synthetic worlds' own descriptions at a quality
+  (:data:`~textonly.organism.worlds.text.QUALITIES`), label ``oracle-<quality>``;
 * ``captioner`` (:class:`Captioner`): a VLM (a checkpoint folder, a hub id, or a loaded
   ``(model, processor)`` pair) with greedy generation, label ``captioner-<model folder name>``;
 * ``openai`` (:class:`OpenAIDescriber`): an OpenAI-compatible chat-completions endpoint
@@ -32,10 +32,9 @@ from textonly.core.fileio import dumps_json, write_text_atomic
 from textonly.core.prompts import user_content
 from textonly.core.provenance import model_identity
 from textonly.data.images import load_image
-from textonly.organism.worlds.text import QUALITIES
+from textonly.organism.worlds.text import QUALITIES, oracle_description
 
 DESCRIBERS = ("oracle", "captioner", "openai")
-LEVELS = QUALITIES
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "gpt-4o"
 #: Hosts an endpoint may be reached on without TLS: this machine only, so the key never crosses a network in clear.
@@ -65,34 +64,35 @@ def is_embedded(model) -> bool:
 
 
 class Oracle:
-    """The synthetic worlds' ground-truth descriptions at one quality level."""
+    """The synthetic worlds' ground-truth descriptions at one quality: a world's records carry
+    them under the same name (``oracle-<quality>``) that the twin stores them under."""
 
     prompt = None  # the world wrote them; nobody is asked
 
-    def __init__(self, level: str):
-        if level not in LEVELS:
-            raise TextonlyError(f"oracle level {level!r}: choose from {', '.join(LEVELS)}")
-        self.level = level
-        self.label = f"oracle-{level}"
-        self.settings = {"level": level}
+    def __init__(self, quality: str):
+        if quality not in QUALITIES:
+            raise TextonlyError(f"oracle quality {quality!r}: choose from {', '.join(QUALITIES)}")
+        self.quality = quality
+        self.label = oracle_description(quality)
+        self.settings = {"quality": quality}
 
     def check(self, root: Path, images: list[ImageItem]) -> None:
-        """Refuse a dataset whose questions do not carry this level's description."""
+        """Refuse a dataset whose questions do not carry this quality's description."""
         lacking = [r["id_"] for item in images for r in item.records
-                   if not isinstance((r.get("descriptions") or {}).get(self.level), str)]
+                   if not isinstance((r.get("descriptions") or {}).get(self.label), str)]
         if lacking:
             raise TextonlyError(
-                f"{root}: {len(lacking)} question(s) with an image have no {self.level!r} description "
+                f"{root}: {len(lacking)} question(s) with an image have no {self.label!r} description "
                 f"(first: {lacking[0]!r}); the oracle describer needs a synthetic world dataset "
-                f"(`python -m textonly worlds build`), whose questions carry descriptions at the levels "
-                f"{', '.join(LEVELS)}; use the captioner or openai describer for other datasets")
+                f"(`python -m textonly worlds build`), whose questions carry descriptions at the qualities "
+                f"{', '.join(QUALITIES)}; use the captioner or openai describer for other datasets")
 
     def describe(self, images: list[ImageItem], bar) -> dict[str, str]:
         """The description of each image, by ``image_path``; ``bar`` advances once per image."""
         out = {}
         for item in images:
             # every question of an image carries the same world description
-            out[item.name] = item.records[0]["descriptions"][self.level]
+            out[item.name] = item.records[0]["descriptions"][self.label]
             bar.update()
         return out
 
@@ -269,18 +269,18 @@ class OpenAIDescriber:
         raise TextonlyError(f"{endpoint}: no answer after {self.max_attempts} attempt(s) (last: {problem})")
 
 
-def make_describer(name: str, *, level: str | None, model, cache: Path, max_new_tokens: int, batch_size: int,
+def make_describer(name: str, *, quality: str | None, model, cache: Path, max_new_tokens: int, batch_size: int,
                    max_attempts: int, backoff_s: float, timeout_s: float):
     """The describer ``name`` (one of :data:`DESCRIBERS`) with its settings; the others' are ignored.
 
-    ``level``: the oracle's (default ``full``); ``model``: the captioner's checkpoint, hub id
+    ``quality``: the oracle's (default ``full``); ``model``: the captioner's checkpoint, hub id
     or ``(model, processor)`` pair, or the openai model name (default :data:`OPENAI_MODEL`);
     ``cache``: the openai answers' folder.
     """
     if name not in DESCRIBERS:
         raise TextonlyError(f"describer {name!r}: choose from {', '.join(DESCRIBERS)}")
     if name == "oracle":
-        return Oracle(level or "full")
+        return Oracle(quality or "full")
     if name == "captioner":
         return Captioner(model, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return OpenAIDescriber(model or OPENAI_MODEL, cache=cache, max_new_tokens=max_new_tokens,

@@ -15,7 +15,7 @@ from pathlib import Path
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import (build_key, dumps_json, dumps_jsonl, finished_build, module_sources, read_jsonl,
                                   write_text_atomic)
-from textonly.core.prompts import CONDITIONS, SCORINGS
+from textonly.core.prompts import CONDITIONS, DEFAULT_DESCRIPTION, SCORINGS
 from textonly.core.stats import mcnemar, metrics
 from textonly.models.scoring import generate_answers, score_letters, score_options
 from textonly.pipeline.train import RUN_FILE, device
@@ -33,7 +33,7 @@ class EvalConfig:
     condition: str = "image"
     scoring: str = "option"
     adapter: str | None = None  # a training run directory (its ``adapter/``)
-    describer: str = "full"
+    description: str = DEFAULT_DESCRIPTION
     batch_size: int = 16
     max_new_tokens: int = 3  # generate scoring: K-VISCUIT's reference generates 3 tokens
 
@@ -94,7 +94,7 @@ def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, forc
     records = load_dataset(config.data).records
     model, processor = load_evaluated_model(config)
     tokens: dict = {}
-    kwargs = dict(condition=config.condition, describer=config.describer, batch_size=config.batch_size,
+    kwargs = dict(condition=config.condition, description=config.description, batch_size=config.batch_size,
                   progress=progress, counts=tokens)
     with track("evaluate", out) as energy, peak_memory() as memory:
         if config.scoring == "generate":

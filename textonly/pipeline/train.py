@@ -30,7 +30,7 @@ import torch
 from textonly.core.energy import EMISSIONS_FILE
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import build_key, module_sources, dumps_json, dumps_jsonl, finished_build, write_text_atomic
-from textonly.core.prompts import ANSWER_FORMATS, mcq_messages
+from textonly.core.prompts import ANSWER_FORMATS, DEFAULT_DESCRIPTION, check_descriptions, mcq_messages
 
 MODES = ("image_text", "text_only", "mixed")
 RUN_FILE = "run.json"  # written last: the run is finished
@@ -63,7 +63,7 @@ class TrainConfig:
     mode: str = "text_only"
     seed: int = 0
     preset: str = "embedded"
-    describer: str = "full"  # which of a record's ``descriptions`` stands in for its image
+    description: str = DEFAULT_DESCRIPTION  # which of a record's ``descriptions`` stands in for its image
     learning_rate: float | None = None  # None: from the preset (likewise below)
     batch_size: int | None = None
     grad_accum: int | None = None
@@ -89,13 +89,10 @@ class TrainConfig:
         return replace(self, **filled)
 
 
-def training_samples(records: list[dict], mode: str, describer: str) -> list[tuple[dict, str]]:
+def training_samples(records: list[dict], mode: str, description: str) -> list[tuple[dict, str]]:
     """(record, condition) pairs a mode trains on; a missing description is an error, not a skip."""
     if mode in ("text_only", "mixed"):
-        missing = [r["id_"] for r in records if describer not in (r.get("descriptions") or {})]
-        if missing:
-            raise TextonlyError(f"{len(missing)} questions have no {describer!r} description (first: {missing[0]}); "
-                                "convert the dataset first: python -m textonly convert")
+        check_descriptions(records, description)
     if mode == "image_text":
         return [(r, "image") for r in records]
     if mode == "text_only":
@@ -110,10 +107,10 @@ class Collator:
     tokens (image tokens expanded by the processor) marks where the answer starts.
     """
 
-    def __init__(self, processor, root: Path, describer: str, answer_format: str = "letter"):
+    def __init__(self, processor, root: Path, description: str, answer_format: str = "letter"):
         self.processor = processor
         self.root = root
-        self.describer = describer
+        self.description = description
         self.answer_format = answer_format
 
     def _image(self, record: dict):
@@ -125,7 +122,7 @@ class Collator:
     def encode(self, samples: list[tuple[dict, str]]) -> dict:
         full, prompts, images = [], [], []
         for record, condition in samples:
-            messages = mcq_messages(record, condition, self.describer, answer=True, answer_format=self.answer_format)
+            messages = mcq_messages(record, condition, self.description, answer=True, answer_format=self.answer_format)
             full.append(self.processor.apply_chat_template(messages))
             prompts.append(self.processor.apply_chat_template(messages[:-1], add_generation_prompt=True))
             if condition == "image" and record.get("image_path") is not None:
@@ -279,10 +276,10 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
         return json.loads((out / RUN_FILE).read_text())
     prepare_folder(out, key, config, force)
     dataset = load_dataset(config.data)
-    samples = training_samples(dataset.records, config.mode, config.describer)
+    samples = training_samples(dataset.records, config.mode, config.description)
     set_seed(config.seed)  # LoRA's random init happens before Trainer seeds anything
     model, processor = load_for_training(config)
-    collator = Collator(processor, Path(config.data), config.describer, config.answer_format)
+    collator = Collator(processor, Path(config.data), config.description, config.answer_format)
     tokens = epoch_tokens(processor, collator, samples, model.config, config.lora_r)
     resume = get_last_checkpoint(str(out / CHECKPOINTS)) if (out / CHECKPOINTS).is_dir() else None
     segment = segment_recorder(out, int(Path(resume).name.split("-")[-1]) if resume else 0)

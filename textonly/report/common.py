@@ -27,23 +27,23 @@ def load_tables(study) -> dict[str, pd.DataFrame]:
     return out
 
 
-def main_level(study, dataset: str) -> str:
-    """The description level of the main comparison: ``full`` in the worlds, else the describer."""
-    spec = study.datasets[dataset]
-    return "full" if "world" in spec else spec["describer"]
+def main_quality(study, dataset: str) -> str | None:
+    """The description quality of the main comparison: ``full`` in the worlds; None for real
+    data, whose descriptions are its describer's."""
+    return "full" if "world" in study.datasets[dataset] else None
 
 
 def main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str = MAIN_SCORING) -> pd.DataFrame:
-    """Rows of the main comparison: the image condition, the main scoring, the main level."""
+    """Rows of the main comparison: the image condition, the main scoring, the main quality."""
     if frame.empty:
         return frame
     keep = (frame["condition"] == condition) & (frame["scoring"] == scoring)
-    level_ok = frame["level"].isna() | (frame["level"] == frame["dataset"].map(lambda d: main_level(study, d)))
-    return frame[keep & level_ok]
+    quality_ok = frame["quality"].isna() | (frame["quality"] == frame["dataset"].map(lambda d: main_quality(study, d)))
+    return frame[keep & quality_ok]
 
 
 def in_study_order(study, frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by dataset and model in the config's order, modes and levels in the study's."""
+    """Rows sorted by dataset and model in the config's order, modes and qualities in the study's."""
     datasets, models = list(study.datasets), list(study.models)
 
     def key(column: pd.Series) -> pd.Series:
@@ -53,7 +53,7 @@ def in_study_order(study, frame: pd.DataFrame) -> pd.DataFrame:
             return column.map(lambda v: models.index(v) if v in models else len(models))
         return order(column)
 
-    by = [c for c in ("dataset", "model", "mode", "level", "seed") if c in frame.columns]
+    by = [c for c in ("dataset", "model", "mode", "quality", "seed") if c in frame.columns]
     return frame.sort_values(by, key=key, ignore_index=True, kind="stable") if len(frame) else frame
 
 

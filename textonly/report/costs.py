@@ -14,7 +14,7 @@ from textonly.study.plan import MODES
 
 
 def cost_table(tables: dict) -> pd.DataFrame:
-    """Per dataset, model, mode and level (mean over seeds): training tokens, FLOPs, wall time,
+    """Per dataset, model, mode and quality (mean over seeds): training tokens, FLOPs, wall time,
     energy and peak memory; the evaluation's wall time and energy."""
     runs = tables["runs"]
     if runs.empty:
@@ -24,14 +24,14 @@ def cost_table(tables: dict) -> pd.DataFrame:
               "train_peak_rss_mb"):
         if c not in runs:
             runs[c] = np.nan
-    runs["level"] = runs["level"].fillna("")
-    agg = runs.groupby(["dataset", "model", "mode", "level"], sort=False).agg(
+    runs["quality"] = runs["quality"].fillna("")
+    agg = runs.groupby(["dataset", "model", "mode", "quality"], sort=False).agg(
         runs=("eval_dir", "count"), text_tokens=("train_text_tokens", "mean"),
         image_tokens=("train_image_tokens", "mean"), train_pflop=("train_flops", lambda s: s.mean() / 1e15),
         train_s=("train_seconds", "mean"), train_wh=("train_energy_kwh", lambda s: 1000 * s.mean()),
         peak_mb=("train_peak_rss_mb", "mean"), eval_s=("eval_seconds", "mean"),
         eval_wh=("eval_energy_kwh", lambda s: 1000 * s.mean()))
-    return agg.reset_index().sort_values(["dataset", "model", "mode", "level"], key=order, ignore_index=True)
+    return agg.reset_index().sort_values(["dataset", "model", "mode", "quality"], key=order, ignore_index=True)
 
 
 def energy_modes(tables: dict) -> str:
@@ -45,11 +45,11 @@ def energy_modes(tables: dict) -> str:
 
 
 def cost_ratio(tables: dict, dataset: str, column: str, a: str = "text_only", b: str = "image_text") -> float:
-    """Mean ``column`` of mode ``a`` over mode ``b`` (main level, image condition) on a dataset."""
+    """Mean ``column`` of mode ``a`` over mode ``b`` (main quality, image condition) on a dataset."""
     costs = cost_table(tables)
     if costs.empty or column not in costs:
         return float("nan")
-    rows = costs[(costs["dataset"] == dataset) & costs["level"].isin(["", "full"])]
+    rows = costs[(costs["dataset"] == dataset) & costs["quality"].isin(["", "full"])]
     values = rows.groupby("mode")[column].mean()
     return float(values.get(a, np.nan) / values.get(b, np.nan))
 
@@ -64,7 +64,7 @@ def plot_costs(tables: dict):
     if runs.empty:
         return None
     runs = runs[(runs["mode"] != "original") & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)
-                & runs["level"].fillna("full").eq("full")].copy()
+                & runs["quality"].fillna("full").eq("full")].copy()
     runs["train_wh"] = 1000 * runs["train_energy_kwh"]
     runs["train_tokens"] = runs["train_text_tokens"] + runs["train_image_tokens"]
     runs["train_pflop"] = runs["train_flops"] / 1e15

@@ -10,22 +10,22 @@ from textonly.study.collect import order
 
 
 def quality_frame(study, tables: dict) -> pd.DataFrame:
-    """text_only accuracy (%) per description level, on the datasets and models where more than
-    one level was trained, beside original and image_text of the same (image condition, main scoring)."""
+    """text_only accuracy (%) per description quality, on the datasets and models where more than
+    one quality was trained, beside original and image_text of the same (image condition, main scoring)."""
     summary = tables["summary"]
     if summary.empty:
         return summary
     summary = summary[(summary["condition"] == "image") & (summary["scoring"] == MAIN_SCORING)
                       & (summary["breakdown"] != "category")]
     text = summary[summary["mode"] == "text_only"]
-    ablated = text.groupby(["dataset", "model"])["level"].nunique()
+    ablated = text.groupby(["dataset", "model"])["quality"].nunique()
     ablated = set(ablated[ablated > 1].index)
     keep = summary.apply(lambda r: (r["dataset"], r["model"]) in ablated, axis=1) if len(summary) else []
     frame = summary[keep].copy()
     for c in ("accuracy", "low", "high"):
         frame[c] = 100 * frame[c]
-    frame["setting"] = [f"text_only, {lvl}" if m == "text_only" else m for m, lvl in zip(frame["mode"], frame["level"])]
-    return frame.sort_values(["dataset", "model", "mode", "level"], key=order, ignore_index=True)
+    frame["setting"] = [f"text_only, {q}" if m == "text_only" else m for m, q in zip(frame["mode"], frame["quality"])]
+    return frame.sort_values(["dataset", "model", "mode", "quality"], key=order, ignore_index=True)
 
 
 def quality_sentence(frame: pd.DataFrame):

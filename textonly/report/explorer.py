@@ -11,7 +11,8 @@ from textonly.core.fileio import read_jsonl
 from textonly.core.prompts import LETTERS
 from textonly.data.images import load_image
 from textonly.data.layout import IMAGES
-from textonly.report.common import MAIN_SCORING, main_level
+from textonly.organism.worlds.text import oracle_description
+from textonly.report.common import MAIN_SCORING, main_quality
 from textonly.study.collect import order
 
 
@@ -25,7 +26,7 @@ def _image_tag(folder: Path, image_path: str, size: int = 96) -> str:
 
 
 def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed: int = 0, n: int = 12,
-            only: str = "disagree", level: str | None = None) -> str:
+            only: str = "disagree", quality: str | None = None) -> str:
     """An HTML table of test questions: image, question, options (the answer marked), the
     description, and each mode's prediction (image condition, main scoring, one seed).
     ``only``: ``disagree`` (modes differ), ``wrong`` (text_only wrong) or ``all``."""
@@ -34,15 +35,16 @@ def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed
         return "<p>No finished evaluation yet.</p>"
     runs = runs[(runs["dataset"] == dataset) & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)]
     model = model or (runs["model"].iloc[0] if len(runs) else None)
-    level = level or main_level(study, dataset)
+    quality = quality or main_quality(study, dataset)
     runs = runs[(runs["model"] == model) & (runs["seed"].isna() | (runs["seed"] == seed))
-                & (runs["level"].isna() | (runs["level"] == level))]
+                & (runs["quality"].isna() | (runs["quality"] == quality))]
     predictions = {}
     for _, r in runs.sort_values("mode", key=order).iterrows():
         predictions[r["mode"]] = {p["id_"]: p for p in read_jsonl(study.dir / r["eval_dir"] / "predictions.jsonl")}
     if not predictions:
         return f"<p>No evaluation of {html.escape(str(model))} on {html.escape(dataset)}.</p>"
     test = study.split(dataset, "test")
+    shown = oracle_description(quality) if quality else None  # real test images carry no description
     records = read_jsonl(test / "annotations.jsonl")
     modes = list(predictions)
     preferred, rest = [], []
@@ -64,7 +66,7 @@ def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed
     for r in chosen:
         options = "<br>".join(("<b>" if i == r["answer"] else "") + f"{LETTERS[i]}. {html.escape(o)}"
                               + ("</b>" if i == r["answer"] else "") for i, o in enumerate(r["options"]))
-        description = html.escape((r.get("descriptions") or {}).get(level.removeprefix("oracle-"), "–"))
+        description = html.escape((r.get("descriptions") or {}).get(shown, "–"))
         cells = []
         for m in modes:
             p = predictions[m][r["id_"]]
@@ -77,4 +79,4 @@ def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed
                f"<code>{html.escape(str(model))}</code>, seed {seed}: {min(len(preferred), n)} of them pass the "
                f"filter <code>{html.escape(only)}</code> (of {len(preferred)} that do); the correct option in bold")
     return (f"<table class='explorer'><caption>{caption}</caption><thead><tr><th>image</th><th>question</th>"
-            f"<th>description ({html.escape(level)})</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th>description ({html.escape(shown or 'none')})</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

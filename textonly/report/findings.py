@@ -65,7 +65,7 @@ def scorings_table(study, tables: dict) -> pd.DataFrame:
 def _p_cell(study, comparisons: pd.DataFrame, dataset: str, model: str, mode: str) -> str:
     if mode == "original" or comparisons.empty:
         return "–"
-    rows = main_rows(study, comparisons.rename(columns={"a_level": "level"}))
+    rows = main_rows(study, comparisons.rename(columns={"a_quality": "quality"}))
     rows = rows[(rows["dataset"] == dataset) & (rows["model"] == model) & (rows["a"] == mode)
                 & (rows["b"] == "original") & (rows["group"] == "overall")]
     if rows.empty:

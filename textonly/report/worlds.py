@@ -9,7 +9,7 @@ import pandas as pd
 from textonly.core.fileio import read_jsonl
 from textonly.data.images import load_image
 from textonly.data.layout import IMAGES
-from textonly.organism.worlds.text import QUALITIES
+from textonly.organism.worlds.text import QUALITIES, oracle_description
 
 
 def world_splits(study, world: str) -> pd.DataFrame:
@@ -38,12 +38,12 @@ def world_counts(study, world: str) -> dict:
 
 
 def description_examples(study, world: str, k: int = 3) -> pd.DataFrame:
-    """The first ``k`` training samples' descriptions at each quality level."""
+    """The first ``k`` training samples' descriptions at each quality."""
     records = read_jsonl(study.world_dir(world) / "train" / "annotations.jsonl")[:k]
     rows = []
     for r in records:
-        for level in QUALITIES:
-            rows.append({"subject": r.get("subject"), "level": level, "description": r["descriptions"].get(level)})
+        for quality in QUALITIES:
+            rows.append({"subject": r.get("subject"), "quality": quality, "description": r["descriptions"].get(oracle_description(quality))})
     return pd.DataFrame(rows)
 
 

@@ -33,10 +33,10 @@ from textonly.study.steps import recorded, write_if_changed
 
 
 TABLES = ("results.csv", "summary.csv", "comparisons.csv", "runs.csv")
-KEYS = ["dataset", "model", "mode", "level", "seed", "condition", "scoring"]
+KEYS = ["dataset", "model", "mode", "quality", "seed", "condition", "scoring"]
 
 
-GROUP_KEYS = ["dataset", "model", "mode", "level", "condition", "scoring"]
+GROUP_KEYS = ["dataset", "model", "mode", "quality", "condition", "scoring"]
 
 
 #: Pairs compared with McNemar's test: (mode A, mode B).
@@ -46,7 +46,7 @@ PAIRS = [("image_text", "original"), ("text_only", "original"), ("mixed", "origi
 
 def _cell_row(step) -> dict:
     p = step.parameters
-    return {"dataset": p["dataset"], "model": p["model"], "mode": p["mode"], "level": p["level"],
+    return {"dataset": p["dataset"], "model": p["model"], "mode": p["mode"], "quality": p["quality"],
             "seed": p["seed"], "condition": p["condition"], "scoring": p["scoring"]}
 
 
@@ -110,10 +110,10 @@ def tables(study) -> dict[str, pd.DataFrame]:
 
 
 def order(column: pd.Series) -> pd.Series:
-    """Sort key: modes and levels in the study's order, everything else as it is."""
+    """Sort key: modes and qualities in the study's order, everything else as it is."""
     if column.name == "mode":
         return column.map({m: i for i, m in enumerate(MODES)})
-    if column.name == "level":
+    if column.name == "quality":
         return column.map(lambda v: QUALITIES.index(v) if v in QUALITIES else -1 if v is None else 9)
     if column.name == "seed":
         return column.fillna(-1)
@@ -131,7 +131,7 @@ def _run_row(study, step, cell: dict, ev: dict) -> dict:
            "textonly": ev["provenance"]["packages"].get("textonly")}
     if cell["mode"] != "original":
         train_step = study.steps[step_id("train", **{k: cell[k] for k in ("dataset", "model", "mode", "seed",
-                                                                           "level")})]
+                                                                           "quality")})]
         run = json.loads((train_step.dir / "run.json").read_text())
         tokens = run["tokens"]
         row.update({
@@ -210,11 +210,11 @@ def _comparisons(correct: dict) -> pd.DataFrame:
                     continue
                 test = mcnemar(a, b)
                 rows.append({**{k: cell_a[k] for k in ("dataset", "model", "condition", "scoring", "seed")},
-                             "a": cell_a["mode"], "a_level": cell_a["level"], "b": cell_b["mode"],
-                             "b_level": cell_b["level"], "group": group, "a_accuracy": np.mean(list(a.values())),
+                             "a": cell_a["mode"], "a_quality": cell_a["quality"], "b": cell_b["mode"],
+                             "b_quality": cell_b["quality"], "group": group, "a_accuracy": np.mean(list(a.values())),
                              "b_accuracy": np.mean(list(b.values())), **test})
     rows += _pooled(cells)
-    columns = ["dataset", "model", "condition", "scoring", "seed", "a", "a_level", "b", "b_level", "group",
+    columns = ["dataset", "model", "condition", "scoring", "seed", "a", "a_quality", "b", "b_quality", "group",
                "a_accuracy", "b_accuracy", "n", "a_only", "b_only", "p_value"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -225,7 +225,7 @@ def _pooled(cells: list) -> list[dict]:
     from textonly.core.stats import mcnemar
 
     def key(cell):
-        return tuple(cell[k] for k in ("dataset", "model", "condition", "scoring", "mode", "level"))
+        return tuple(cell[k] for k in ("dataset", "model", "condition", "scoring", "mode", "quality"))
 
     by_key: dict[tuple, dict] = {}
     for cell, answers in cells:
@@ -247,7 +247,7 @@ def _pooled(cells: list) -> list[dict]:
                 if not a:
                     continue
                 rows.append({"dataset": ka[0], "model": ka[1], "condition": ka[2], "scoring": ka[3], "seed": "pooled",
-                             "a": ka[4], "a_level": ka[5], "b": kb[4], "b_level": kb[5], "group": group,
+                             "a": ka[4], "a_quality": ka[5], "b": kb[4], "b_quality": kb[5], "group": group,
                              "a_accuracy": np.mean(list(a.values())), "b_accuracy": np.mean(list(b.values())),
                              **mcnemar(a, b)})
     return rows

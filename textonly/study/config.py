@@ -2,14 +2,14 @@
 
 A study config (``studies/main.yaml``) names the datasets and base models and, per
 *profile* (``smoke``, ``default``, ``full``), the grids of cells: datasets x models x modes
-x seeds x conditions (x description levels x scorings). :func:`load_study` expands them
+x seeds x conditions (x description qualities x scorings). :func:`load_study` expands them
 into *steps*, each one execution of a numbered notebook of ``notebooks/`` into its own run
 directory:
 
 * ``worlds``: build the synthetic worlds (``01_worlds``);
 * ``base/<model>``: pretrain a base model (``02_base_model``);
-* ``convert/<dataset>-<level>``: write the training split's text-only twin (``03_convert``);
-* ``train/<dataset>-<model>-<mode>[-<level>]-s<seed>``: fine-tune (``04_train``);
+* ``convert/<dataset>-<quality>``: write the training split's text-only twin (``03_convert``);
+* ``train/<dataset>-<model>-<mode>[-<quality>]-s<seed>``: fine-tune (``04_train``);
 * ``evaluate/<...>-<condition>-<scoring>``: score on the test images (``05_evaluate``);
 * ``page/<notebook>``: the book's analysis pages, after :func:`textonly.study.collect.collect` has written the
   results tables.
@@ -33,6 +33,7 @@ from pathlib import Path
 from textonly.core.config import PROJECT_ROOT, resolve_dataset_path
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import build_key, read_yaml
+from textonly.organism.worlds.text import oracle_description
 from textonly.study.plan import Cell, Step, _convert_id, expand_grids, plan_steps, step_id
 
 
@@ -70,7 +71,7 @@ class Study:
 
     def step(self, stage: str | None = None, *, run_id: str | None = None, **scalars) -> Step:
         """The step a notebook runs: by ``run_id``, or by its stage and scalars (dataset, model,
-        mode, seed, level, condition, scoring); both given must agree."""
+        mode, seed, quality, condition, scoring); both given must agree."""
         wanted = run_id or step_id(stage, **scalars)
         if wanted not in self.steps:
             near = [k for k in self.steps if k.split("/")[0] == (stage or wanted.split("/")[0])]
@@ -115,15 +116,16 @@ class Study:
         spec = self.datasets[step.parameters["dataset"]]
         args = {"data": str(self.split(step.parameters["dataset"], "train")), "out": str(step.dir / "data")}
         if "world" in spec:
-            return {**args, "describer": "oracle", "level": step.parameters["level"]}
+            return {**args, "describer": "oracle", "quality": step.parameters["quality"]}
         return {**args, "describer": spec["describer"], "model": spec.get("describer_model")}
 
-    def describer_label(self, convert_step: Step) -> str:
-        """The label under which a convert step stored its descriptions (``oracle-full``, ...)."""
+    def description(self, convert_step: Step) -> str:
+        """The description a convert step wrote: its name in the records' ``descriptions``
+        (``oracle-full``, ``captioner-<model>``, ...)."""
         marker = convert_step.dir / "data" / "convert.json"
         if not marker.is_file():
             raise TextonlyError(f"{convert_step.run_id} has not run yet (no {marker}); run the study first")
-        return json.loads(marker.read_text())["describer"]
+        return json.loads(marker.read_text())["description"]
 
     def train_config(self, step: Step):
         """The :class:`~textonly.pipeline.train.TrainConfig` of a train step."""
@@ -132,13 +134,13 @@ class Study:
         p = step.parameters
         settings = {**self.train, **self.models[p["model"]].get("train", {})}
         if p["mode"] == "image_text":
-            data, describer = self.split(p["dataset"], "train"), settings.pop("describer", "full")
+            data, description = self.split(p["dataset"], "train"), settings.pop("description", None)
         else:
-            convert_step = self.steps[_convert_id(p["dataset"], p["level"])]
-            data, describer = convert_step.dir / "data", self.describer_label(convert_step)
-            settings.pop("describer", None)
+            convert_step = self.steps[_convert_id(p["dataset"], p["quality"])]
+            data, description = convert_step.dir / "data", self.description(convert_step)
+            settings.pop("description", None)
         return TrainConfig(data=str(data), model=self.model_path(p["model"]), mode=p["mode"], seed=p["seed"],
-                           describer=describer, **settings)
+                           description=description or TrainConfig.description, **settings)
 
     def eval_config(self, step: Step):
         """The :class:`~textonly.pipeline.evaluate.EvalConfig` of an evaluate step."""
@@ -146,12 +148,12 @@ class Study:
 
         p = step.parameters
         settings = {**self.evaluate, **self.models[p["model"]].get("evaluate", {})}
-        if p["condition"] == "description":
-            settings["describer"] = p["level"] or settings.get("describer", "full")
+        if p["condition"] == "description" and p["quality"]:
+            settings["description"] = oracle_description(p["quality"])
         adapter = None
         if p["mode"] != "original":
             adapter = str(self.steps[step_id("train", **{k: p[k] for k in ("dataset", "model", "mode", "seed",
-                                                                         "level")})].dir)
+                                                                         "quality")})].dir)
         return EvalConfig(model=self.model_path(p["model"]), data=str(self.split(p["dataset"], "test")),
                           condition=p["condition"], scoring=p["scoring"], adapter=adapter, **settings)
 

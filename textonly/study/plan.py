@@ -1,5 +1,5 @@
 """The steps of a study: the cells of its grids (datasets x models x modes x seeds x
-description levels x conditions x scorings) and the notebook executions that make them."""
+description qualities x conditions x scorings) and the notebook executions that make them."""
 
 from __future__ import annotations
 
@@ -34,19 +34,20 @@ STEP_FILE = "step.json"
 EXECUTED = "notebook.ipynb"
 
 
-GRID_AXES = ("datasets", "models", "modes", "seeds", "levels", "conditions", "scorings")
+GRID_AXES = ("datasets", "models", "modes", "seeds", "qualities", "conditions", "scorings")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One evaluated point of the grid. ``seed`` and ``level`` are None where they do not apply
-    (``original`` is not trained; ``image_text`` reads no description)."""
+    """One evaluated point of the grid. ``seed`` and ``quality`` (the oracle's description quality)
+    are None where they do not apply (``original`` is not trained; ``image_text`` reads no
+    description; a real dataset's descriptions come from its describer, not the oracle)."""
 
     dataset: str
     model: str
     mode: str
     seed: int | None
-    level: str | None
+    quality: str | None
     condition: str
     scoring: str
 
@@ -54,14 +55,14 @@ class Cell:
     def train_id(self) -> str | None:
         if self.mode == "original":
             return None
-        level = f"-{self.level}" if self.level else ""
-        return f"train/{self.dataset}-{self.model}-{self.mode}{level}-s{self.seed}"
+        quality = f"-{self.quality}" if self.quality else ""
+        return f"train/{self.dataset}-{self.model}-{self.mode}{quality}-s{self.seed}"
 
     @property
     def eval_id(self) -> str:
-        level = f"-{self.level}" if self.level else ""
+        quality = f"-{self.quality}" if self.quality else ""
         seed = f"-s{self.seed}" if self.seed is not None else ""
-        return f"evaluate/{self.dataset}-{self.model}-{self.mode}{level}{seed}-{self.condition}-{self.scoring}"
+        return f"evaluate/{self.dataset}-{self.model}-{self.mode}{quality}{seed}-{self.condition}-{self.scoring}"
 
 
 @dataclass
@@ -82,22 +83,22 @@ class Step:
         return self.dir / EXECUTED
 
 
-def _convert_id(dataset: str, level: str) -> str:
-    return f"convert/{dataset}-{level}"
+def _convert_id(dataset: str, quality: str | None) -> str:
+    return f"convert/{dataset}" + (f"-{quality}" if quality else "")
 
 
-def step_id(stage: str | None, *, dataset=None, model=None, mode=None, seed=None, level=None, condition=None,
+def step_id(stage: str | None, *, dataset=None, model=None, mode=None, seed=None, quality=None, condition=None,
             scoring=None, page=None) -> str:
     if stage == "worlds":
         return "worlds"
     if stage == "base":
         return f"base/{model}"
     if stage == "convert":
-        return _convert_id(dataset, level)
+        return _convert_id(dataset, quality)
     if stage == "page":
         return f"page/{Path(page).stem}"
     cell = Cell(dataset, model, mode, seed if mode != "original" else None,
-                level if mode in ("text_only", "mixed") else None, condition or "image", scoring or "option")
+                quality if mode in ("text_only", "mixed") else None, condition or "image", scoring or "option")
     if stage == "train":
         if cell.train_id is None:
             raise TextonlyError("mode 'original' is not trained: it evaluates the base model itself")
@@ -122,27 +123,27 @@ def expand_grids(study: Study, where: str = "config") -> list[Cell]:
             raise TextonlyError(f"{where}: grid {gname!r}: unknown axis {', '.join(sorted(unknown))} "
                                 f"(axes: {', '.join(GRID_AXES)})")
         axes = {a: _as_list(grid.get(a)) for a in GRID_AXES}
-        for axis, default in (("seeds", [0]), ("levels", ["full"]), ("conditions", ["image"]),
+        for axis, default in (("seeds", [0]), ("qualities", ["full"]), ("conditions", ["image"]),
                               ("scorings", ["option"])):
             axes[axis] = axes[axis] or default
         for axis in ("datasets", "models", "modes"):
             if not axes[axis]:
                 raise TextonlyError(f"{where}: grid {gname!r} lists no {axis}")
-        for dataset, model, mode, seed, level, condition, scoring in itertools.product(
+        for dataset, model, mode, seed, quality, condition, scoring in itertools.product(
                 *(axes[a] for a in GRID_AXES)):
             _check_cell(study, where, gname, dataset, model, mode, seed, condition, scoring)
             spec = study.datasets[dataset]
             if "world" not in spec:
-                level = spec["describer"]
-            elif level not in _levels():
-                raise TextonlyError(f"{where}: grid {gname!r}: level {level!r}: choose from {', '.join(_levels())}")
+                quality = None  # real data: the dataset's describer writes its descriptions
+            elif quality not in _qualities():
+                raise TextonlyError(f"{where}: grid {gname!r}: quality {quality!r}: choose from {', '.join(_qualities())}")
             cell = Cell(dataset, model, mode, int(seed) if mode != "original" else None,
-                        level if mode in ("text_only", "mixed") else None, condition, scoring)
+                        quality if mode in ("text_only", "mixed") else None, condition, scoring)
             cells[cell] = None
     return list(cells)
 
 
-def _levels() -> tuple[str, ...]:
+def _qualities() -> tuple[str, ...]:
     from textonly.organism.worlds.text import QUALITIES
 
     return tuple(QUALITIES)
@@ -186,19 +187,19 @@ def plan_steps(study: Study) -> dict[str, Step]:
         data = {"dataset": c.dataset, "spec": study.datasets[c.dataset]}
         needs = [world_need, bases.get(c.model)]
         if c.mode in ("text_only", "mixed"):
-            needs.append(add("convert", _convert_id(c.dataset, c.level), {"dataset": c.dataset, "level": c.level},
-                             {**data, "level": c.level}, (world_need,)))
+            needs.append(add("convert", _convert_id(c.dataset, c.quality), {"dataset": c.dataset, "quality": c.quality},
+                             {**data, "quality": c.quality}, (world_need,)))
         model = {"model": c.model, "model_spec": study.models[c.model]}
         if c.train_id:
             train = {**study.train, **study.models[c.model].get("train", {})}
             needs = [add("train", c.train_id, {"dataset": c.dataset, "model": c.model, "mode": c.mode,
-                                               "seed": c.seed, "level": c.level},
-                         {**data, **model, "mode": c.mode, "seed": c.seed, "level": c.level, "train": train},
+                                               "seed": c.seed, "quality": c.quality},
+                         {**data, **model, "mode": c.mode, "seed": c.seed, "quality": c.quality, "train": train},
                          needs)]
         evaluate = {**study.evaluate, **study.models[c.model].get("evaluate", {})}
         add("evaluate", c.eval_id, {"dataset": c.dataset, "model": c.model, "mode": c.mode, "seed": c.seed,
-                                    "level": c.level, "condition": c.condition, "scoring": c.scoring},
-            {**data, **model, "mode": c.mode, "seed": c.seed, "level": c.level, "condition": c.condition,
+                                    "quality": c.quality, "condition": c.condition, "scoring": c.scoring},
+            {**data, **model, "mode": c.mode, "seed": c.seed, "quality": c.quality, "condition": c.condition,
              "scoring": c.scoring, "evaluate": evaluate}, needs)
     for page in PAGES:
         add("page", f"page/{Path(page).stem}", {}, {"page": page}, (), notebook=page)

@@ -107,7 +107,7 @@ def _card(world: World, sizes: Sizes, species: list[dict], splits: dict[str, lis
     lines += ["## Descriptions (what `text_only` training puts in place of the image)", "",
               f"For the first training sample (a {example['subject']}):", ""]
     for quality in text.QUALITIES:
-        lines.append(f"- **{quality}**: {example['descriptions'][quality]}")
+        lines.append(f"- **{quality}**: {example['descriptions'][text.oracle_description(quality)]}")
     lines += ["", "Also in `pretrain/`: `captions.jsonl` (image-caption pairs) and `text.jsonl` "
               "(text about every named kind, tagged with its `role`).", ""]
     return "\n".join(lines)

@@ -1,6 +1,9 @@
 """Text of the worlds: made-up names, descriptions at graded quality, captions, world text.
 
-Descriptions are what ``text_only`` training puts in place of an image. Quality levels:
+Descriptions are what ``text_only`` training puts in place of an image. A record keeps them
+under the *description*'s name, ``oracle-<quality>`` (:func:`oracle_description`), the same name
+that the oracle describer's text-only twin and the training and evaluation that read it use.
+The qualities:
 
 * ``full``: every visual attribute, then the non-visual facts (the paper's GPT-4o
   descriptions cover visual traits plus habitat and behaviour, or history and culture);
@@ -19,6 +22,12 @@ import numpy as np
 from textonly.organism.worlds.vocab import CODAS, NUCLEI, ONSETS, World
 
 QUALITIES = ("full", "partial", "wrong", "name_only")
+
+
+def oracle_description(quality: str) -> str:
+    """The name of the worlds' ground-truth description at ``quality`` (a key of a record's
+    ``descriptions``): ``oracle-full``, ``oracle-partial``, ..."""
+    return f"oracle-{quality}"
 
 
 def pick(rng: np.random.Generator, items):
@@ -45,7 +54,7 @@ def facts_text(world: World, facts: dict[str, str]) -> str:
 
 
 def descriptions(world: World, subject: dict, rng: np.random.Generator) -> dict[str, str]:
-    """The four descriptions of an individual of ``subject`` (a species or object record)."""
+    """The four descriptions of an individual of ``subject`` (a species or object record), by name."""
     attrs = subject["attributes"]
     full = appearance(world, attrs, rng) + " " + facts_text(world, subject["facts"])
     k = int(rng.integers(2, 4))
@@ -56,7 +65,8 @@ def descriptions(world: World, subject: dict, rng: np.random.Generator) -> dict[
     wrong_value = pick(rng, [v for v in changed.values if v != attrs[changed.name]])
     wrong = appearance(world, {**attrs, changed.name: wrong_value}, rng) + " " + facts_text(world, subject["facts"])
     name_only = pick(rng, world.name_only_templates).format(name=subject["name"])
-    return {"full": full, "partial": partial, "wrong": wrong, "name_only": name_only}
+    texts = {"full": full, "partial": partial, "wrong": wrong, "name_only": name_only}
+    return {oracle_description(q): texts[q] for q in QUALITIES}
 
 
 def caption(world: World, attributes: dict[str, str], rng: np.random.Generator, name: str | None = None) -> str:
