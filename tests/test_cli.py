@@ -174,3 +174,43 @@ def test_a_data_check_does_not_import_torch(tmp_path):
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "False", result.stderr
+
+
+def test_the_python_api_refuses_what_the_cli_refuses(datasets, tmp_path):
+    # a notebook calls the functions, not the CLI: the same mistakes are one clear TextonlyError
+    from textonly.core.errors import TextonlyError
+    from textonly.pipeline.evaluate import EvalConfig, compare, evaluate
+    from textonly.pipeline.train import TrainConfig, train
+
+    datasets.not_a_dataset.mkdir()
+    with pytest.raises(TextonlyError, match="annotations.jsonl"):  # before the folder is hashed
+        train(TrainConfig(data=str(datasets.not_a_dataset), model=datasets.model, mode="image_text"), tmp_path / "r")
+    with pytest.raises(TextonlyError, match="annotations.jsonl"):
+        evaluate(EvalConfig(model=datasets.model, data=str(datasets.not_a_dataset)), tmp_path / "e")
+    with pytest.raises(TextonlyError, match="--batch-size 0"):
+        EvalConfig(model=datasets.model, data=str(datasets.plain), batch_size=0).validate()
+    finished_evaluation(tmp_path / "a", {"q0": True, "q1": False})
+    finished_evaluation(tmp_path / "b", {"q0": True, "q2": False})
+    with pytest.raises(TextonlyError, match="same questions|question"):
+        compare(tmp_path / "a", tmp_path / "b")
+
+
+def test_train_force_reaches_the_training(datasets, monkeypatch):
+    calls = []
+
+    def fake_train(config, out, *, force=False, **_):
+        calls.append(force)
+        return {"steps": 1, "final_loss": 0.0, "wall_seconds": 0.0, "tokens": {"text": 1, "image": 0}}
+
+    monkeypatch.setattr("textonly.pipeline.train.train", fake_train)
+    argv = ["train", "--mode", "image_text", "--model", datasets.model, "--data", str(datasets.plain),
+            "--out", datasets.out]
+    assert main(argv) == 0 and main([*argv, "--force"]) == 0
+    assert calls == [False, True]
+
+
+def test_the_default_description_is_the_oracle_at_full_quality():
+    from textonly.core.prompts import DEFAULT_DESCRIPTION
+    from textonly.organism.worlds.text import oracle_description
+
+    assert DEFAULT_DESCRIPTION == oracle_description("full")

@@ -26,7 +26,7 @@ from textonly.organism.tokenizer import train_tokenizer
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import read_jsonl
 from textonly.models.hub import ARCHS, build_tiny
-from textonly.organism.pretrain import CAPTION_PROMPT
+from textonly.organism.pretrain_samples import CAPTION_PROMPT
 
 
 def _subset(worlds: Path, out: Path, n_images: int) -> Path:

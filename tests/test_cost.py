@@ -163,7 +163,7 @@ def test_pretraining_flops_match_counter(embedded):
     from torch.utils.flop_counter import FlopCounterMode
 
     from textonly.core.flops import batch_flops
-    from textonly.organism.pretrain import collate
+    from textonly.organism.pretrain_samples import collate
 
     model, processor = embedded
     for config in (model.config, model.config.text_config, model.config.vision_config):

@@ -138,7 +138,7 @@ def test_lora_attaches_to_the_language_model_only(tiny):
 
 
 def test_4bit_loading_runs(tiny, questions):
-    import bitsandbytes  # noqa: F401  (a hard dependency: a broken install fails here, not skips)
+    import bitsandbytes  # noqa: F401 - a hard dependency: a broken install fails here, not skips
     _, folder = tiny
     model, processor = load_model(folder, quantization="4bit", device="cpu")
     assert type(model.model.language_model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"

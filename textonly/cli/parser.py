@@ -111,6 +111,8 @@ def _train(parser: argparse.ArgumentParser) -> None:
                         help="QLoRA through bitsandbytes")
     parser.add_argument("--answer-format", default=None, choices=ANSWER_FORMATS,
                         help="what the assistant answers: the option's text or its letter (default: the preset's)")
+    parser.add_argument("--force", action="store_true",
+                        help="train anew even if the same run finished there (its checkpoints are removed)")
     parser.set_defaults(func=commands.run_train)
 
 

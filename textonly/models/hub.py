@@ -17,7 +17,7 @@ from pathlib import Path
 
 from textonly.core.errors import HubUnreachableError, TextonlyError
 from textonly.core.prompts import INSTRUCTION, LETTERS
-from textonly.data.sources import check_hub
+from textonly.data.sources import check_hub, hub_offline
 
 ARCHS = ("llava_next", "qwen2_vl")
 QUANTIZATIONS = (None, "4bit")
@@ -104,7 +104,6 @@ def load_model(name_or_path: str | os.PathLike, *, dtype=None, quantization: str
     QLoRA trains in full (a 4-bit weight cannot take gradients).
     """
     import torch
-    from huggingface_hub import is_offline_mode
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
     from transformers.utils import is_torchvision_available
 
@@ -138,7 +137,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype=None, quantization: str
             processor = _image_only_processor(source, **common)
         model = AutoModelForImageTextToText.from_pretrained(source, **common, **model_kwargs)
     except OSError as exc:  # a wrong id, a gated model, missing files, no cached copy offline
-        if from_hub and is_offline_mode():
+        if from_hub and hub_offline():
             raise HubUnreachableError(f"model {source!r} is not in the local cache and the hub is switched off "
                                       f"(HF_HUB_OFFLINE): {_download_advice(source)}") from None
         raise TextonlyError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None

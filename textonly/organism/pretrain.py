@@ -48,7 +48,6 @@ from textonly.core.fileio import (atomic_directory, build_key, module_sources, d
                                   save_checkpoint)
 from textonly.organism.pretrain_probes import evaluate_base
 from textonly.organism.pretrain_samples import WORLD_NAMES, Material, Samples, collate, gather_material
-from textonly.organism.pretrain_samples import CAPTION_PROMPT  # noqa: F401 (pretraining's prompt, named here by describe_prompts.yaml)
 from textonly.organism.tokenizer import VOCAB_SIZE, world_tokenizer
 
 PHASES = ("language", "alignment", "instruction")

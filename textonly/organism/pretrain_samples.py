@@ -20,6 +20,7 @@ import torch
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import read_jsonl
 from textonly.core.prompts import assistant, mcq_messages, user_content
+from textonly.data.layout import safe_image_file
 
 if TYPE_CHECKING:
     from textonly.organism.pretrain import PretrainConfig
@@ -56,12 +57,12 @@ def gather_material(config: PretrainConfig) -> Material:
                 statements.append(line["text"])
         for c in read_jsonl(root / "captions.jsonl"):
             key = f"{name}/{c['image_path']}"
-            images[key] = root / "images" / c["image_path"]
+            images[key] = safe_image_file(root, c["image_path"], f"{root}/captions.jsonl")
             captions.append((key, c["caption"]))
         for r in read_jsonl(root / "annotations.jsonl"):
             key = f"{name}/{r['image_path']}" if r["image_path"] else None
             if key:
-                images[key] = root / "images" / r["image_path"]
+                images[key] = safe_image_file(root, r["image_path"], f"{root}/annotations.jsonl")
             questions.append((key, r))
     return Material(statements, captions, questions, images, known)
 

@@ -44,6 +44,8 @@ class EvalConfig:
             raise TextonlyError(f"--scoring {self.scoring}: choose from {', '.join(SCORINGS)}")
         if self.adapter and not ((Path(self.adapter) / "adapter").is_dir() and (Path(self.adapter) / RUN_FILE).is_file()):
             raise TextonlyError(f"--adapter {self.adapter}: no finished training run there (no adapter/ and {RUN_FILE})")
+        if self.batch_size < 1:
+            raise TextonlyError(f"--batch-size {self.batch_size}: give 1 or more")
 
 
 def _eval_fingerprint(config: EvalConfig) -> str:
@@ -87,6 +89,7 @@ def evaluate(config: EvalConfig, out: str | Path, *, progress: bool = True, forc
     from textonly.core.provenance import provenance
 
     config.validate()
+    load_dataset(config.data, check_images=False)  # a bad folder fails in one line before it is hashed
     out = Path(out)
     key = _eval_fingerprint(config)
     if not force and finished_build(out / EVAL_FILE, key):
@@ -127,4 +130,7 @@ def read_predictions(eval_dir: str | Path) -> dict[str, bool]:
 
 def compare(eval_a: str | Path, eval_b: str | Path) -> dict:
     """McNemar's exact test between two finished evaluations of the same questions."""
-    return mcnemar(read_predictions(eval_a), read_predictions(eval_b))
+    try:
+        return mcnemar(read_predictions(eval_a), read_predictions(eval_b))
+    except ValueError as exc:  # different questions: no pairs to compare
+        raise TextonlyError(f"{eval_a} and {eval_b}: {exc}") from None

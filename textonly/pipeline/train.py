@@ -270,6 +270,7 @@ def train(config: TrainConfig, out: str | Path, *, callbacks: list | None = None
     from textonly.data.layout import load_dataset
 
     config = config.resolved()
+    load_dataset(config.data, check_images=False)  # a bad folder fails in one line before it is hashed
     out = Path(out)
     key = fingerprint(config)
     if not force and finished_build(out / RUN_FILE, key):
