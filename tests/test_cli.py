@@ -146,7 +146,7 @@ def _extended(value):
     ("textonly.core.prompts", "CONDITIONS", "evaluate --model m --data d --out o --condition"),
     ("textonly.core.prompts", "SCORINGS", "evaluate --model m --data d --out o --scoring"),
     ("textonly.core.prompts", "ANSWER_FORMATS", "train --model m --data d --out o --mode text_only --answer-format"),
-    ("textonly.pipeline.train", "MODES", "train --model m --data d --out o --mode"),
+    ("textonly.core.prompts", "TRAIN_MODES", "train --model m --data d --out o --mode"),
     ("textonly.pipeline.train", "PRESETS", "train --model m --data d --out o --mode text_only --preset"),
     ("textonly.models.hub", "QUANTIZATIONS", "train --model m --data d --out o --mode text_only --quantization"),
     ("textonly.organism.worlds.vocab", "WORLDS", "worlds build --out o --world"),

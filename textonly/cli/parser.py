@@ -92,11 +92,12 @@ def _convert(parser: argparse.ArgumentParser) -> None:
 def _train(parser: argparse.ArgumentParser) -> None:
     from textonly.core.prompts import ANSWER_FORMATS
     from textonly.models.hub import QUANTIZATIONS
-    from textonly.pipeline.train import MODES, PRESETS, TrainConfig
+    from textonly.core.prompts import TRAIN_MODES
+    from textonly.pipeline.train import PRESETS, TrainConfig
 
     parser.add_argument("--data", required=True, help="training dataset folder (or a name under the data root)")
     parser.add_argument("--model", required=True, help="model folder or hub id")
-    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--mode", required=True, choices=TRAIN_MODES)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--out", type=Path, required=True, help="run directory (the same command resumes it)")
     parser.add_argument("--preset", default=TrainConfig.preset, choices=list(PRESETS))
@@ -209,6 +210,38 @@ def _data(parser: argparse.ArgumentParser) -> None:
     hub.add_argument("--split", default=_default(from_hub, "split"))
     hub.add_argument("--timeout", type=float, default=_default(from_hub, "timeout"), help="seconds to wait for the hub")
     hub.set_defaults(func=commands.run_data_from_hub)
+    _data_split(actions)
+
+
+def _data_split(actions) -> None:
+    from textonly.data.splits import SPLITS, split_by_image, split_classes
+
+    split = actions.add_parser("split", help="a real dataset's training and test splits (OUT/train, OUT/test)")
+    kinds = split.add_subparsers(dest="kind", required=True, metavar="KIND")
+    helps = {"by-image": "a dataset in the layout (K-VISCUIT) split by image with a seed",
+             "classes": "a class-per-folder collection (butterflies-100): training images from one folder, "
+                        "test images from another",
+             "folder": "your own split: a folder with train/ and test/ in the layout, checked and linked"}
+    for kind in SPLITS:
+        sub = kinds.add_parser(kind, help=helps[kind], description=helps[kind])
+        sub.add_argument("source", help="the source folder, or a name under the data root (e.g. k-viscuit)")
+        sub.add_argument("--out", type=Path, required=True, help="folder to write train/, test/ and split.json")
+        sub.add_argument("--force", action="store_true", help="split again even if the same split is there")
+        sub.set_defaults(func=commands.run_data_split)
+        if kind != "folder":
+            sub.add_argument("--seed", type=int, default=0)
+    by_image = kinds.choices["by-image"]
+    by_image.add_argument("--test-fraction", type=float, default=_default(split_by_image, "test_fraction"),
+                          help="share of the images on the test side (default %(default)s)")
+    by_image.add_argument("--max-images", type=int, default=None, help="a seeded subset of the images (a quick run)")
+    by_image.add_argument("--train-types", type=int, nargs="+", default=None,
+                          help="question types the training side keeps (default: all; the paper: 1)")
+    classes = kinds.choices["classes"]
+    for name in ("train_from", "test_from", "per_class"):
+        classes.add_argument("--" + name.replace("_", "-"), type=type(_default(split_classes, name)),
+                             default=_default(split_classes, name), help="default %(default)s")
+    classes.add_argument("--max-classes", type=int, default=None, help="a seeded subset of the classes (a quick run)")
+    classes.add_argument("--test-per-class", type=int, default=None, help="test images per class (default: all)")
 
 
 #: verb -> (its one-line help, the function that adds its arguments)

@@ -14,6 +14,10 @@ from textonly.core.errors import TextonlyError
 LETTERS = "ABCDEFGH"
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CONDITIONS = ("image", "no_image", "description")
+#: The study's modes, in its order: ``original`` (the base model, not fine-tuned) and the
+#: fine-tuning modes (:data:`TRAIN_MODES`).
+MODES = ("original", "image_text", "text_only", "mixed")
+TRAIN_MODES = MODES[1:]
 #: What the assistant answers: the option's ``letter`` (the paper's format) or the
 #: ``option``'s text itself (the cloze format that small models are trained and scored in).
 ANSWER_FORMATS = ("option", "letter")

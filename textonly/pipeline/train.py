@@ -30,9 +30,8 @@ import torch
 from textonly.core.energy import EMISSIONS_FILE
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import build_key, module_sources, dumps_json, dumps_jsonl, finished_build, write_text_atomic
-from textonly.core.prompts import ANSWER_FORMATS, DEFAULT_DESCRIPTION, check_descriptions, mcq_messages
+from textonly.core.prompts import ANSWER_FORMATS, DEFAULT_DESCRIPTION, TRAIN_MODES, check_descriptions, mcq_messages
 
-MODES = ("image_text", "text_only", "mixed")
 RUN_FILE = "run.json"  # written last: the run is finished
 STARTED_FILE = "run_started.json"  # the fingerprint of the run the folder's checkpoints belong to
 SEGMENTS_FILE = "segments.json"  # time, energy and memory of each segment (a resumed run has several)
@@ -80,8 +79,8 @@ class TrainConfig:
         """The config with every preset value filled in (what the run records)."""
         if self.preset not in PRESETS:
             raise TextonlyError(f"--preset {self.preset}: choose from {', '.join(PRESETS)}")
-        if self.mode not in MODES:
-            raise TextonlyError(f"--mode {self.mode}: choose from {', '.join(MODES)} "
+        if self.mode not in TRAIN_MODES:
+            raise TextonlyError(f"--mode {self.mode}: choose from {', '.join(TRAIN_MODES)} "
                                 "('original' means no training: evaluate the model itself)")
         filled = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in PRESETS[self.preset].items()}
         if filled["answer_format"] not in ANSWER_FORMATS:

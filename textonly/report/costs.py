@@ -10,7 +10,7 @@ import pandas as pd
 
 from textonly.report.common import MAIN_SCORING, figure_png
 from textonly.study.collect import order
-from textonly.study.plan import MODES
+from textonly.core.prompts import MODES
 
 
 def cost_table(tables: dict) -> pd.DataFrame:

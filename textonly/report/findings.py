@@ -10,7 +10,7 @@ from textonly.core.prompts import SCORINGS
 from textonly.organism.worlds.text import QUALITIES
 from textonly.report.common import (CHANCE, figure_png, in_study_order, main_rows, pct,
                                     with_interval)
-from textonly.study.plan import MODES
+from textonly.core.prompts import MODES
 
 
 def main_table(study, tables: dict) -> pd.DataFrame:

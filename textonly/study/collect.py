@@ -28,7 +28,8 @@ import pandas as pd
 from textonly.core.fileio import dumps_json, read_jsonl
 from textonly.organism.worlds.text import QUALITIES
 from textonly.study.config import Study
-from textonly.study.plan import MODES, step_id
+from textonly.core.prompts import MODES
+from textonly.study.plan import step_id
 from textonly.study.steps import recorded, write_if_changed
 
 

@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textonly.core.errors import TextonlyError
-from textonly.core.prompts import CONDITIONS, SCORINGS
+from textonly.core.prompts import CONDITIONS, MODES, SCORINGS
 
 if TYPE_CHECKING:
     from textonly.study.config import Study
 
 
-MODES = ("original", "image_text", "text_only", "mixed")
 
 
 #: The notebook each stage executes (under the config's ``notebooks`` folder).
-NOTEBOOKS = {"worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb", "convert": "03_convert.ipynb",
-             "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
+NOTEBOOKS = {"split": "00_split.ipynb", "worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb",
+             "convert": "03_convert.ipynb", "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
 
 
 #: The book's analysis pages, executed after the results are collected.
@@ -91,6 +90,8 @@ def step_id(stage: str | None, *, dataset=None, model=None, mode=None, seed=None
             scoring=None, page=None) -> str:
     if stage == "worlds":
         return "worlds"
+    if stage == "split":
+        return f"split/{dataset}"
     if stage == "base":
         return f"base/{model}"
     if stage == "convert":
@@ -173,22 +174,28 @@ def plan_steps(study: Study) -> dict[str, Step]:
                                  tuple(n for n in needs if n), study.dir / run_id)
         return run_id
 
-    used = {c.dataset for c in study.cells}
+    used = [d for d in study.datasets if d in {c.dataset for c in study.cells}]
     worlds = sorted({study.datasets[d]["world"] for d in used if "world" in study.datasets[d]})
     worlds_id = add("worlds", "worlds", {}, {"worlds": worlds, **study.worlds}, ()) if worlds else None
+    splits = {d: add("split", step_id("split", dataset=d), {"dataset": d}, {"split": study.datasets[d]["split"]}, ())
+              for d in used if "split" in study.datasets[d]}
+    # a model of the study may describe a real dataset's images (the captioner)
+    describers = {d: study.datasets[d].get("describer_model") for d in used}
     bases = {}
-    for model in dict.fromkeys(c.model for c in study.cells):
+    for model in dict.fromkeys([*(c.model for c in study.cells), *(m for m in describers.values() if m in study.models)]):
         spec = study.models[model]
         if "pretrain" in spec:
             bases[model] = add("base", f"base/{model}", {"model": model}, {"pretrain": spec["pretrain"]},
                                (worlds_id,))
     for c in study.cells:
-        world_need = worlds_id if "world" in study.datasets[c.dataset] else None
+        data_need = worlds_id if "world" in study.datasets[c.dataset] else splits.get(c.dataset)
         data = {"dataset": c.dataset, "spec": study.datasets[c.dataset]}
-        needs = [world_need, bases.get(c.model)]
+        needs = [data_need, bases.get(c.model)]
         if c.mode in ("text_only", "mixed"):
+            describer = describers[c.dataset]
+            by = {"describer_spec": study.models[describer]} if describer in study.models else {}
             needs.append(add("convert", _convert_id(c.dataset, c.quality), {"dataset": c.dataset, "quality": c.quality},
-                             {**data, "quality": c.quality}, (world_need,)))
+                             {**data, "quality": c.quality, **by}, (data_need, bases.get(describer))))
         model = {"model": c.model, "model_spec": study.models[c.model]}
         if c.train_id:
             train = {**study.train, **study.models[c.model].get("train", {})}
