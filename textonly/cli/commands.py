@@ -80,6 +80,18 @@ def run_data_from_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_data_split(args: argparse.Namespace) -> int:
+    from textonly.data.layout import format_report, load_dataset
+    from textonly.data.splits import make_split, split_options
+
+    settings = {name: getattr(args, name) for name in split_options(args.kind)}
+    out = make_split(args.kind, dataset_folder(args.source), args.out, force=args.force, **settings)
+    for side in ("train", "test"):
+        print(format_report(load_dataset(out / side, num_options=None)))
+    print(f"split: {out / 'split.json'}")
+    return 0
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     from textonly.organism.pretrain import PretrainConfig, pretrain
     from textonly.study.config import model_dir_name

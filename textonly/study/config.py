@@ -7,6 +7,8 @@ into *steps*, each one execution of a numbered notebook of ``notebooks/`` into i
 directory:
 
 * ``worlds``: build the synthetic worlds (``01_worlds``);
+* ``split/<dataset>``: a real dataset's training and test splits, for a dataset given as
+  ``split: {kind, source, ...}`` (``12_split``; :func:`textonly.data.splits.make_split`);
 * ``base/<model>``: pretrain a base model (``02_base_model``);
 * ``convert/<dataset>-<quality>``: write the training split's text-only twin (``03_convert``);
 * ``train/<dataset>-<model>-<mode>[-<quality>]-s<seed>``: fine-tune (``04_train``);
@@ -30,11 +32,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textonly.core.config import PROJECT_ROOT, resolve_dataset_path
+from textonly.core.config import DATA_ROOT_ENV, PROJECT_ROOT, data_root, resolve_dataset_path
 from textonly.core.errors import TextonlyError
-from textonly.core.fileio import build_key, read_yaml
+from textonly.core.fileio import (atomic_directory, build_key, dumps_json, finished_build, module_sources, read_yaml,
+                                  write_text_atomic)
 from textonly.organism.worlds.text import oracle_description
 from textonly.study.plan import Cell, Step, _convert_id, expand_grids, plan_steps, step_id
+
+#: What a model of a study config is: pretrained here (a ``PretrainConfig``'s fields), a hub id, or
+#: a tiny random model of a hub architecture (``llava_next``, ``qwen2_vl``: a smoke run on CPU).
+MODEL_KINDS = ("pretrain", "hub", "tiny")
+TINY_MARKER = "tiny.json"
 
 
 @dataclass
@@ -88,10 +96,13 @@ class Study:
         return self.paths["worlds"] / name
 
     def model_path(self, model: str) -> str:
-        """A base model's checkpoint folder (pretrained here) or its hub id."""
+        """A base model's checkpoint folder (pretrained here, or a tiny random model built here on
+        first use, in seconds) or its hub id."""
         spec = self.models[model]
         if "hub" in spec:
             return spec["hub"]
+        if "tiny" in spec:
+            return str(tiny_model(spec["tiny"], self.paths["models"], seed=spec.get("seed", 0)))
         return str(self.paths["models"] / model_dir_name(spec["pretrain"]))
 
     def pretrain_config(self, model: str):
@@ -104,12 +115,27 @@ class Study:
         return PretrainConfig(**spec, worlds=str(self.paths["worlds"]))
 
     def split(self, dataset: str, split: str) -> Path:
-        """A dataset's ``train`` or ``test`` folder."""
+        """A dataset's ``train`` or ``test`` folder (for a ``split:`` dataset, where its split step writes it)."""
         spec = self.datasets[dataset]
         if "world" in spec:
             return self.world_dir(spec["world"]) / split
-        local = _resolve(spec[split], self.root)
-        return local if local.exists() else resolve_dataset_path(spec[split])
+        if "split" in spec:
+            return self.dir / step_id("split", dataset=dataset) / "data" / split
+        return self._source(spec[split])
+
+    def _source(self, name: str | os.PathLike) -> Path:
+        """A folder the config names: relative to the root, else a name under the data root."""
+        local = _resolve(name, self.root)
+        return local if local.exists() else resolve_dataset_path(name)
+
+    def split_args(self, step: Step) -> dict:
+        """Keyword arguments of :func:`textonly.data.splits.make_split` for a split step."""
+        settings = dict(self.datasets[step.parameters["dataset"]]["split"])
+        source = self._source(settings.pop("source"))
+        if not source.exists():
+            raise TextonlyError(f"{step.run_id}: source {source} not found (nor under the data root {data_root()}; "
+                                f"set {DATA_ROOT_ENV} to the folder that holds it)")
+        return {"kind": settings.pop("kind"), "source": str(source), "out": str(step.dir / "data"), **settings}
 
     def convert_args(self, step: Step) -> dict:
         """Keyword arguments of :func:`textonly.pipeline.convert.convert` for a convert step."""
@@ -117,7 +143,10 @@ class Study:
         args = {"data": str(self.split(step.parameters["dataset"], "train")), "out": str(step.dir / "data")}
         if "world" in spec:
             return {**args, "describer": "oracle", "quality": step.parameters["quality"]}
-        return {**args, "describer": spec["describer"], "model": spec.get("describer_model")}
+        model = spec.get("describer_model")
+        if model in self.models:  # a model of the study describes the images (e.g. a tiny one in a smoke run)
+            model = self.model_path(model)
+        return {**args, "describer": spec["describer"], "model": model}
 
     def description(self, convert_step: Step) -> str:
         """The description a convert step wrote: its name in the records' ``descriptions``
@@ -170,9 +199,53 @@ def model_dir_name(pretrain: dict) -> str:
     return name
 
 
+def tiny_model(arch: str, folder: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny random model of a hub architecture (:func:`textonly.models.hub.build_tiny`) in
+    ``folder/tiny-<arch>-seed<seed>``, built once: again only when the code that builds it changes."""
+    from textonly.models import hub
+
+    out = Path(folder) / f"tiny-{arch}-seed{seed}"
+    key = build_key({"arch": arch, "seed": seed}, *module_sources(hub))
+    if not finished_build(out / TINY_MARKER, key):
+        with atomic_directory(out) as tmp:
+            hub.build_tiny(arch, tmp, seed=seed)
+            write_text_atomic(tmp / TINY_MARKER, dumps_json({"arch": arch, "seed": seed, "fingerprint": key}))
+    return out
+
+
 def _resolve(path: str | os.PathLike, base: Path) -> Path:
     path = Path(path).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _check_dataset(where: str, name: str, spec) -> None:
+    kinds = [k for k in ("world", "split", "train") if isinstance(spec, dict) and k in spec]
+    if len(kinds) != 1 or (kinds == ["train"] and "test" not in spec):
+        raise TextonlyError(f"{where}: dataset {name!r} needs one of 'world: NAME', 'split: {{kind: ..., source: "
+                            "...}' (made by the study, as `data split` makes it) or 'train:' and 'test:' folders")
+    if "world" not in spec and spec.get("describer") not in ("captioner", "openai"):
+        raise TextonlyError(f"{where}: dataset {name!r} needs 'describer: captioner|openai' (oracle "
+                            "descriptions exist only in the synthetic worlds)")
+    if "split" in spec:
+        from textonly.data.splits import split_options
+
+        split = spec["split"]
+        if not isinstance(split, dict) or not {"kind", "source"} <= set(split):
+            raise TextonlyError(f"{where}: dataset {name!r}: 'split' needs 'kind' and 'source'")
+        unknown = sorted(set(split) - {"kind", "source", *split_options(split["kind"])})
+        if unknown:
+            raise TextonlyError(f"{where}: dataset {name!r}: split {split['kind']!r} takes no {', '.join(unknown)} "
+                                f"(it takes: {', '.join(split_options(split['kind'])) or 'nothing'})")
+
+
+def _check_model(where: str, name: str, spec) -> None:
+    from textonly.models.hub import ARCHS
+
+    if not isinstance(spec, dict) or sum(k in spec for k in MODEL_KINDS) != 1:
+        raise TextonlyError(f"{where}: model {name!r} needs exactly one of 'pretrain: {{size: ...}}', 'hub: ID' "
+                            "or 'tiny: ARCH'")
+    if "tiny" in spec and spec["tiny"] not in ARCHS:
+        raise TextonlyError(f"{where}: model {name!r}: tiny {spec['tiny']!r}: choose from {', '.join(ARCHS)}")
 
 
 def load_study(config: str | os.PathLike, profile: str = "default", *, root: str | os.PathLike | None = None) -> Study:
@@ -199,14 +272,9 @@ def load_study(config: str | os.PathLike, profile: str = "default", *, root: str
                                                **(raw.get("paths") or {})}.items()}
     datasets, models = raw.get("datasets") or {}, raw.get("models") or {}
     for name, spec in datasets.items():
-        if not isinstance(spec, dict) or not ("world" in spec or {"train", "test"} <= set(spec)):
-            raise TextonlyError(f"{where}: dataset {name!r} needs 'world: NAME' or 'train:' and 'test:' folders")
-        if "world" not in spec and spec.get("describer") not in ("captioner", "openai"):
-            raise TextonlyError(f"{where}: dataset {name!r} needs 'describer: captioner|openai' (oracle "
-                                "descriptions exist only in the synthetic worlds)")
+        _check_dataset(where, name, spec)
     for name, spec in models.items():
-        if not isinstance(spec, dict) or ("pretrain" in spec) == ("hub" in spec):
-            raise TextonlyError(f"{where}: model {name!r} needs exactly one of 'pretrain: {{size: ...}}' or 'hub: ID'")
+        _check_model(where, name, spec)
     grids = chosen.get("grids") or {}
     if not grids:
         raise TextonlyError(f"{where}: profile {profile!r} has no grids")

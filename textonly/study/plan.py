@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 #: The notebook each stage executes (under the config's ``notebooks`` folder).
-NOTEBOOKS = {"split": "00_split.ipynb", "worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb",
+NOTEBOOKS = {"split": "12_split.ipynb", "worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb",
              "convert": "03_convert.ipynb", "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
 
 
@@ -164,8 +164,8 @@ def _check_cell(study, where, gname, dataset, model, mode, seed, condition, scor
 
 
 def plan_steps(study: Study) -> dict[str, Step]:
-    """Every step the cells need, upstream first: worlds, base models, conversions, training,
-    evaluation, then the book's pages."""
+    """Every step the cells need, upstream first: worlds, real datasets' splits, base models,
+    conversions, training, evaluation, then the book's pages."""
     steps: dict[str, Step] = {}
 
     def add(stage, run_id, parameters, settings, needs, notebook=None):
@@ -182,7 +182,8 @@ def plan_steps(study: Study) -> dict[str, Step]:
     # a model of the study may describe a real dataset's images (the captioner)
     describers = {d: study.datasets[d].get("describer_model") for d in used}
     bases = {}
-    for model in dict.fromkeys([*(c.model for c in study.cells), *(m for m in describers.values() if m in study.models)]):
+    for model in dict.fromkeys([*(c.model for c in study.cells),
+                                *(m for m in describers.values() if m in study.models)]):
         spec = study.models[model]
         if "pretrain" in spec:
             bases[model] = add("base", f"base/{model}", {"model": model}, {"pretrain": spec["pretrain"]},
