@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from textonly.core.prompts import SCORINGS
 from textonly.study.collect import order
 
 
-#: The scoring of the main tables (the organism's; the others are shown beside it).
-MAIN_SCORING = "option"
+def main_scoring(frame: pd.DataFrame) -> str:
+    """The scoring of the main tables: ``option`` (the organism's) where the rows have it, else the
+    first of :data:`~textonly.core.prompts.SCORINGS` they have (a hub study may score only by
+    letter); the others are shown beside it."""
+    present = set(frame["scoring"]) if "scoring" in frame else set()
+    return next((s for s in SCORINGS if s in present), SCORINGS[0])
 
 
 CHANCE = 0.25
@@ -33,11 +38,12 @@ def main_quality(study, dataset: str) -> str | None:
     return "full" if "world" in study.datasets[dataset] else None
 
 
-def main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str = MAIN_SCORING) -> pd.DataFrame:
-    """Rows of the main comparison: the image condition, the main scoring, the main quality."""
+def main_rows(study, frame: pd.DataFrame, condition: str = "image", scoring: str | None = None) -> pd.DataFrame:
+    """Rows of the main comparison: the image condition, the main scoring (:func:`main_scoring`
+    unless given), the main quality."""
     if frame.empty:
         return frame
-    keep = (frame["condition"] == condition) & (frame["scoring"] == scoring)
+    keep = (frame["condition"] == condition) & (frame["scoring"] == (scoring or main_scoring(frame)))
     quality_ok = frame["quality"].isna() | (frame["quality"] == frame["dataset"].map(lambda d: main_quality(study, d)))
     return frame[keep & quality_ok]
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from textonly.report.common import MAIN_SCORING, figure_png
+from textonly.report.common import figure_png, main_scoring
 from textonly.study.collect import order
 from textonly.core.prompts import MODES
 
@@ -19,7 +19,7 @@ def cost_table(tables: dict) -> pd.DataFrame:
     runs = tables["runs"]
     if runs.empty:
         return runs
-    runs = runs[(runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)].copy()
+    runs = runs[(runs["condition"] == "image") & (runs["scoring"] == main_scoring(runs))].copy()
     for c in ("train_seconds", "train_energy_kwh", "train_text_tokens", "train_image_tokens", "train_flops",
               "train_peak_rss_mb"):
         if c not in runs:
@@ -63,7 +63,7 @@ def plot_costs(tables: dict):
     runs = tables["runs"]
     if runs.empty:
         return None
-    runs = runs[(runs["mode"] != "original") & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)
+    runs = runs[(runs["mode"] != "original") & (runs["condition"] == "image") & (runs["scoring"] == main_scoring(runs))
                 & runs["quality"].fillna("full").eq("full")].copy()
     runs["train_wh"] = 1000 * runs["train_energy_kwh"]
     runs["train_tokens"] = runs["train_text_tokens"] + runs["train_image_tokens"]

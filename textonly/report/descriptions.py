@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from textonly.report.common import MAIN_SCORING
+from textonly.report.common import main_scoring
 from textonly.study.collect import order
 
 
@@ -15,13 +15,13 @@ def quality_frame(study, tables: dict) -> pd.DataFrame:
     summary = tables["summary"]
     if summary.empty:
         return summary
-    summary = summary[(summary["condition"] == "image") & (summary["scoring"] == MAIN_SCORING)
+    summary = summary[(summary["condition"] == "image") & (summary["scoring"] == main_scoring(summary))
                       & (summary["breakdown"] != "category")]
     text = summary[summary["mode"] == "text_only"]
     ablated = text.groupby(["dataset", "model"])["quality"].nunique()
     ablated = set(ablated[ablated > 1].index)
-    keep = summary.apply(lambda r: (r["dataset"], r["model"]) in ablated, axis=1) if len(summary) else []
-    frame = summary[keep].copy()
+    keep = [(d, m) in ablated for d, m in zip(summary["dataset"], summary["model"])]
+    frame = summary[keep].copy()  # a boolean list keeps the columns even when no row is kept
     for c in ("accuracy", "low", "high"):
         frame[c] = 100 * frame[c]
     frame["setting"] = [f"text_only, {q}" if m == "text_only" else m for m, q in zip(frame["mode"], frame["quality"])]

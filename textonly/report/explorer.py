@@ -12,7 +12,7 @@ from textonly.core.prompts import LETTERS
 from textonly.data.images import load_image
 from textonly.data.layout import IMAGES
 from textonly.organism.worlds.text import oracle_description
-from textonly.report.common import MAIN_SCORING, main_quality
+from textonly.report.common import main_quality, main_scoring
 from textonly.study.collect import order
 
 
@@ -33,7 +33,7 @@ def explore(study, tables: dict, *, dataset: str, model: str | None = None, seed
     runs = tables["runs"]
     if runs.empty:
         return "<p>No finished evaluation yet.</p>"
-    runs = runs[(runs["dataset"] == dataset) & (runs["condition"] == "image") & (runs["scoring"] == MAIN_SCORING)]
+    runs = runs[(runs["dataset"] == dataset) & (runs["condition"] == "image") & (runs["scoring"] == main_scoring(runs))]
     model = model or (runs["model"].iloc[0] if len(runs) else None)
     quality = quality or main_quality(study, dataset)
     runs = runs[(runs["model"] == model) & (runs["seed"].isna() | (runs["seed"] == seed))

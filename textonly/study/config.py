@@ -8,7 +8,7 @@ directory:
 
 * ``worlds``: build the synthetic worlds (``01_worlds``);
 * ``split/<dataset>``: a real dataset's training and test splits, for a dataset given as
-  ``split: {kind, source, ...}`` (``12_split``; :func:`textonly.data.splits.make_split`);
+  ``split: {kind, source, ...}`` (``00_split``; :func:`textonly.data.splits.make_split`);
 * ``base/<model>``: pretrain a base model (``02_base_model``);
 * ``convert/<dataset>-<quality>``: write the training split's text-only twin (``03_convert``);
 * ``train/<dataset>-<model>-<mode>[-<quality>]-s<seed>``: fine-tune (``04_train``);

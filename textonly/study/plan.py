@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 #: The notebook each stage executes (under the config's ``notebooks`` folder).
-NOTEBOOKS = {"split": "12_split.ipynb", "worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb",
+NOTEBOOKS = {"split": "00_split.ipynb", "worlds": "01_worlds.ipynb", "base": "02_base_model.ipynb",
              "convert": "03_convert.ipynb", "train": "04_train.ipynb", "evaluate": "05_evaluate.ipynb"}
 
 

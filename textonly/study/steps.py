@@ -23,7 +23,9 @@ def step_outputs(study: Study, step: Step) -> dict | None:
             return None
 
     p = step.parameters
-    if step.stage == "worlds":
+    if step.stage == "split":
+        out = {"split": marker(step.dir / "data" / "split.json")}
+    elif step.stage == "worlds":
         out = {w: marker(study.world_dir(w) / "world.json") for w in step.settings["worlds"]}
     elif step.stage == "base":
         out = {p["model"]: marker(Path(study.model_path(p["model"])) / "pretrain_config.json")}
