@@ -72,7 +72,7 @@ def test_repeat_is_skipped_and_force_rebuilds(worlds, tmp_path, monkeypatch):
 def test_an_interrupted_write_leaves_nothing_that_looks_finished(worlds, tmp_path, monkeypatch):
     source = _subset(worlds, tmp_path / "source", 4)
     finished = convert(source, "oracle", tmp_path / "finished", progress=False)
-    real, count = convert_module._link, []
+    real, count = convert_module.link_or_copy, []
 
     def link_then_die(*args):
         count.append(1)
@@ -80,7 +80,7 @@ def test_an_interrupted_write_leaves_nothing_that_looks_finished(worlds, tmp_pat
             raise KeyboardInterrupt
         real(*args)
 
-    monkeypatch.setattr(convert_module, "_link", link_then_die)
+    monkeypatch.setattr(convert_module, "link_or_copy", link_then_die)
     with pytest.raises(KeyboardInterrupt):
         convert(source, "oracle", tmp_path / "fresh", progress=False)
     count.clear()

@@ -32,18 +32,24 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower() or "class"
 
 
-def from_folder(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
-                question: str = "Which species is shown in the image?", category: str | None = None,
-                num_options: int = 4) -> Path:
-    """One Type 1 question per image: the folder's label and ``num_options - 1`` other labels."""
-    folder = Path(folder)
+def class_images(folder: Path) -> dict[str, list[Path]]:
+    """``{class label: sorted image files}`` of a class-per-folder collection (empty classes left out)."""
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder")
+        raise DatasetError(f"{folder}: no such folder (a class-per-folder collection)")
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             classes[sub.name] = files
+    return classes
+
+
+def from_folder(folder: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
+                question: str = "Which species is shown in the image?", category: str | None = None,
+                num_options: int = 4) -> Path:
+    """One Type 1 question per image: the folder's label and ``num_options - 1`` other labels."""
+    folder = Path(folder)
+    classes = class_images(folder)
     if len(classes) < num_options:
         raise DatasetError(f"{folder}: {len(classes)} class folder(s) with images; {num_options}-option "
                            f"questions need at least {num_options}")

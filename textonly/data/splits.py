@@ -34,21 +34,12 @@ import numpy as np
 from textonly import __version__
 from textonly.core.errors import DatasetError, TextonlyError
 from textonly.core.fileio import atomic_directory, build_key, dumps_json, finished_build, module_sources
-from textonly.core.fileio import write_text_atomic
+from textonly.core.fileio import link_or_copy, write_text_atomic
 from textonly.data.layout import ANNOTATIONS, IMAGES, count_questions, counts_table, load_dataset, write_dataset
-from textonly.data.sources import IMAGE_SUFFIXES, from_folder
+from textonly.data.sources import class_images, from_folder
 
 MARKER = "split.json"
 SIDES = ("train", "test")
-
-
-def _link(source: Path, target: Path) -> None:
-    """A hard link (no copy of the image bytes), else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or no hard links there
-        shutil.copy2(source, target)
 
 
 def _digest(files) -> str:
@@ -144,23 +135,11 @@ def split_by_image(source: str | os.PathLike, out: str | os.PathLike, *, seed: i
             write_dataset(tmp / side, records, card=_card(f"{source.name}: {side} split (by image)", command,
                                                           text, records))
             for name in dict.fromkeys(r["image_path"] for r in records if r["image_path"] is not None):
-                _link(dataset.image_file({"image_path": name}), tmp / side / IMAGES / name)
+                link_or_copy(dataset.image_file({"image_path": name}), tmp / side / IMAGES / name)
         return {"train": [n for n in train_names if not n.startswith("\0")],
                 "test": [n for n in test_names if not n.startswith("\0")]}
 
     return _finish(out, "by-image", source, settings, key, write_sides, notes)
-
-
-def _class_images(folder: Path) -> dict[str, list[Path]]:
-    """``{class label: sorted image files}`` of a class-per-folder collection."""
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such folder (a class-per-folder collection)")
-    classes = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            classes[sub.name] = files
-    return classes
 
 
 def _pick(files: list[Path], n: int | None, rng) -> list[Path]:
@@ -173,7 +152,7 @@ def _pick(files: list[Path], n: int | None, rng) -> list[Path]:
 def _class_sides(source: Path, train_from: str, test_from: str, seed: int, per_class: int,
                  max_classes: int | None, test_per_class: int | None) -> tuple[dict, dict, list[str]]:
     """The image files of each class on each side, and notes on the classes that borrowed."""
-    train_all, test_all = _class_images(source / train_from), _class_images(source / test_from)
+    train_all, test_all = class_images(source / train_from), class_images(source / test_from)
     labels = sorted(set(train_all) | set(test_all))
     rng = np.random.default_rng(seed)
     if max_classes is not None:
@@ -266,7 +245,7 @@ def split_folder(source: str | os.PathLike, out: str | os.PathLike, *, force: bo
 
     def write_sides(tmp: Path, command: str) -> dict:
         for side in SIDES:
-            shutil.copytree(source / side, tmp / side, copy_function=lambda a, b: _link(Path(a), Path(b)))
+            shutil.copytree(source / side, tmp / side, copy_function=lambda a, b: link_or_copy(Path(a), Path(b)))
         return names
 
     return _finish(out, "folder", source, {}, key, write_sides, [])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -28,8 +27,8 @@ from tqdm.auto import tqdm
 from textonly import __version__
 from textonly.data.layout import ANNOTATIONS, IMAGES, count_questions, counts_table, load_dataset, safe_image_file
 from textonly.core.errors import TextonlyError
-from textonly.core.fileio import (atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, module_sources,
-                                  read_yaml, write_text_atomic)
+from textonly.core.fileio import (atomic_directory, build_key, dumps_json, dumps_jsonl, finished_build, link_or_copy,
+                                  module_sources, read_yaml, write_text_atomic)
 from textonly.pipeline import describers
 from textonly.pipeline.describers import ImageItem, Oracle, make_describer
 
@@ -89,14 +88,6 @@ def _images(root: Path, records: list[dict]) -> list[ImageItem]:
             items[name] = ImageItem(name, file, hashlib.sha256(file.read_bytes()).hexdigest())
         items[name].records.append(record)
     return list(items.values())
-
-
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or no hard links there
-        shutil.copy2(source, target)
 
 
 def _card(source: Path, out: Path, describer, prompt: dict | None, records: list[dict], images: list[ImageItem],
@@ -222,7 +213,7 @@ def convert(data: str | os.PathLike, describer: str, out: str | os.PathLike, *, 
     with atomic_directory(out) as tmp:
         (tmp / IMAGES).mkdir()
         for item in images:
-            _link(item.file, tmp / IMAGES / item.name)
+            link_or_copy(item.file, tmp / IMAGES / item.name)
         write_text_atomic(tmp / ANNOTATIONS, dumps_jsonl(converted))
         write_text_atomic(tmp / "README.md", _card(source, out, worker, chosen, converted, images, descriptions))
         # the marker last: with the right fingerprint it says the build is complete
