@@ -18,7 +18,7 @@ def worlds(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("worlds")
     for name in ("wings", "heritage"):
-        build_world(name, out, seed=0, progress=False)
+        build_world(name, out, seed=0)
     return out
 
 
@@ -69,17 +69,18 @@ def smoke_book(worlds, tmp_path_factory):
     from types import SimpleNamespace
 
     from textonly.core.config import PROJECT_ROOT
-    from textonly.study.runner import run_study
+    from textonly.study.engine import run_study
 
     root = tmp_path_factory.mktemp("smoke-book")
     (root / "data").mkdir()
     (root / "data" / "worlds").symlink_to(worlds)
     started = time.perf_counter()
-    report = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=root, progress=False)
+    report = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=root)
     study_seconds = time.perf_counter() - started
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     shutil.copytree(PROJECT_ROOT / "book", root / "book")
+    shutil.copytree(PROJECT_ROOT / "workflow", root / "workflow")  # the cluster page includes its profile
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--warningiserror", "--quiet"]
     started = time.perf_counter()
     build = subprocess.run(command, capture_output=True, text=True)

@@ -12,7 +12,7 @@ from textonly.core.config import PROJECT_ROOT
 from textonly.core.fileio import read_jsonl
 from textonly.study.collect import KEYS
 from textonly.study.config import load_study
-from textonly.study.runner import run_study
+from textonly.study.engine import run_study
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_smoke_study_runs_every_stage(smoke_book):
     report = smoke_book.report
     assert report.ok, report.failed or report.blocked
     study = load_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=smoke_book.root)
-    assert report.executed == list(study.steps)
+    assert sorted(report.executed) == sorted(study.steps)
     assert {s.stage for s in study.steps.values()} == {"worlds", "base", "convert", "train", "evaluate", "page"}
     results = pd.read_csv(smoke_book.root / "results" / "results.csv")
     overall = results[results["breakdown"] == "overall"]
@@ -67,7 +67,7 @@ def test_book_builds_offline_from_the_smoke_results(smoke_book):
     cost_page = _text(pages / "11_cost.html")
     assert "qwen2-vl-7b" in cost_page and "break-even" in cost_page and "estimate" in cost_page
     assert re.search(r"predicted to cost \d+% less per K-VISCUIT sample", cost_page)  # glued, not typed
-    for page in ("book/intro.html", "book/reproduce.html", "book/real_models.html"):
+    for page in ("book/intro.html", "book/reproduce.html", "book/real_models.html", "book/cluster.html"):
         assert (smoke_book.html / page).is_file()
 
 
@@ -75,9 +75,9 @@ def test_second_run_executes_nothing_and_rebuilds_nothing(smoke_book):
     assert smoke_book.build.returncode == 0
     page = smoke_book.html / "results" / "pages" / "06_results.html"
     before = page.stat().st_mtime_ns
-    again = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=smoke_book.root, progress=False)
-    assert again.ok and again.executed == [] and again.seconds < 30
+    again = run_study(PROJECT_ROOT / "studies" / "main.yaml", "smoke", root=smoke_book.root)
+    assert again.ok and again.executed == []
     started = time.perf_counter()
     rebuild = subprocess.run(smoke_book.command, capture_output=True, text=True)
-    assert rebuild.returncode == 0 and time.perf_counter() - started < 30
+    assert rebuild.returncode == 0 and again.seconds + time.perf_counter() - started < 30  # `make book` again
     assert page.stat().st_mtime_ns == before  # no page read or written again

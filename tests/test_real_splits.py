@@ -54,14 +54,14 @@ def test_the_real_study_smoke_profile_runs_end_to_end(tmp_path):
     """Tiny LLaVA-NeXT and Qwen2-VL models (random weights, real processors) on a handful of the real
     images: split, describe (captioner), train, evaluate, tables and pages; a second run runs nothing."""
     from textonly.study.config import load_study
-    from textonly.study.runner import run_study
+    from textonly.study.engine import run_study
 
     shared_dataset("k-viscuit"), shared_dataset("butterflies-100")
     config = PROJECT_ROOT / "studies" / "real.yaml"
-    report = run_study(config, "smoke", root=tmp_path, progress=False)
+    report = run_study(config, "smoke", root=tmp_path)
     assert report.ok, report.failed or report.blocked
     study = load_study(config, "smoke", root=tmp_path)
-    assert report.executed == list(study.steps)
+    assert sorted(report.executed) == sorted(study.steps)
     assert {s.stage for s in study.steps.values()} == {"split", "convert", "train", "evaluate", "page"}
     overall = pd.read_csv(study.dir / "results.csv").query("breakdown == 'overall'")
     assert sorted(zip(overall["dataset"], overall["model"], overall["mode"])) == \
@@ -73,5 +73,5 @@ def test_the_real_study_smoke_profile_runs_end_to_end(tmp_path):
         describer = study.datasets[dataset]["describer_model"]
         label = f"captioner-{study.model_path(describer).rsplit('/', 1)[-1]}"
         assert all(label in r["descriptions"] for r in twin.records)
-    again = run_study(config, "smoke", root=tmp_path, progress=False)
+    again = run_study(config, "smoke", root=tmp_path)
     assert again.ok and again.executed == []

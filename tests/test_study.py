@@ -1,8 +1,10 @@
-"""The study runner: configs and profiles, the committed notebooks, and the runner's skipping,
-resuming and failure reporting (with a fake executor, and once with a real failing notebook)."""
+"""The study: configs and profiles, the committed notebooks, and the workflow engine's skipping,
+resuming and failure reporting (with a fake job, and once with a real failing notebook)."""
 
 import json
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,8 +12,7 @@ import pytest
 
 from textonly.study import config as st
 from textonly.study import plan
-from textonly.study import runner
-from textonly.study.runner import run_study
+from textonly.study.engine import run_study, snakemake_command
 from textonly.core.config import PROJECT_ROOT
 from textonly.core.errors import TextonlyError
 from textonly.core.fileio import dumps_jsonl, read_jsonl
@@ -125,7 +126,7 @@ def test_notebook_is_committed_clean(path):
     assert "from textonly" in "".join(c.source for c in code)  # the package does the work
 
 
-# --- the runner, with a fake executor ---------------------------------------------------------
+# --- the workflow engine (Snakemake), with a fake job ------------------------------------------
 
 SMALL = """
 name: fake
@@ -138,71 +139,48 @@ profiles:
       main: {datasets: [wings], models: [m], modes: [original, image_text, text_only], seeds: [0, 1]}
 """ % (PROJECT_ROOT / "studies" / "paper.yaml")
 
+#: tests/fake_step.py: each job records its step as the real one does, writing in milliseconds what the
+#: stage's notebook would leave behind; it appends its run id to <root>/calls.txt and fails those in <root>/fail.txt
+FAKE_STEP = f"{sys.executable} {Path(__file__).with_name('fake_step.py')}"
 
-class FakeExecutor:
-    """Writes what each stage's notebook would leave behind, in milliseconds; can fail a step."""
 
-    def __init__(self, fail=()):
-        self.calls, self.fail, self.runs = [], set(fail), {}
+class FakeStudy:
+    def __init__(self, root: Path, config: Path):
+        self.root, self.config = root, config
 
-    def __call__(self, study, step):
-        self.calls.append(step.run_id)
-        self.runs[step.run_id] = self.runs.get(step.run_id, 0) + 1
-        step.dir.mkdir(parents=True, exist_ok=True)
-        if step.run_id in self.fail:
-            raise RuntimeError(f"boom in {step.run_id}")
-        p = step.parameters
-        if step.stage == "base":
-            out = Path(study.model_path(p["model"]))
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "pretrain_config.json").write_text(json.dumps({
-                "fingerprint": "base", "image_tokens": 64, "parameters": {
-                    "total": 100, "vision_tower": 30, "multi_modal_projector": 10, "language_model": 60}}))
-        elif step.stage == "convert":
-            (step.dir / "data").mkdir(exist_ok=True)
-            (step.dir / "data" / "convert.json").write_text(json.dumps({"fingerprint": "c", "describer": "oracle", "description": "oracle-full"}))
-        elif step.stage == "train":
-            (step.dir / "run.json").write_text(json.dumps({  # each retraining a new result
-                "fingerprint": f"{step.run_id}#{self.runs[step.run_id]}", "steps": 2, "epochs": 0.2, "samples": 100, "final_loss": 1.0,
-                "tokens": {"text": 1000, "image": 640 if p["mode"] == "image_text" else 0},
-                "flops": {"total": 7e9 if p["mode"] == "image_text" else 3e9},
-                "wall_seconds": 3.0, "energy": {"seconds": 3.0, "energy_kwh": 1e-5, "energy_mode": "estimate"},
-                "peak_memory_mb": {"process_rss": 500.0, "gpu": None}, "trainable_parameters": 5}))
-        elif step.stage == "evaluate":
-            records = read_jsonl(study.split("wings", "test") / "annotations.jsonl")
-            right = {"original": 0, "image_text": 1, "text_only": 2}[p["mode"]]
-            predictions = [{"id_": r["id_"], "prediction": r["answer"], "correct": i % 3 < right,
-                            "question_type": r["question_type"], "category": r["category"]}
-                           for i, r in enumerate(records)]
-            (step.dir / "predictions.jsonl").write_text(dumps_jsonl(predictions))
-            cell = {"accuracy": 0.5, "low": 0.4, "high": 0.6, "n": len(records)}
-            (step.dir / "eval.json").write_text(json.dumps({
-                "fingerprint": step.run_id, "questions": len(records),
-                "metrics": {"overall": cell, "question_type": {"1": cell, "2": cell}, "category": {"Nymphs": cell}},
-                "energy": {"seconds": 1.0, "energy_kwh": 1e-6, "energy_mode": "estimate"},
-                "provenance": {"device": {"cpu": "x86_64", "torch_threads": 2}, "git_commit": "abc",
-                               "packages": {"textonly": "0.1.0"}}}))
-        step.executed.write_text("{}")
+    def run(self, **kw):
+        (self.root / "calls.txt").unlink(missing_ok=True)
+        return run_study(self.config, "p", root=self.root, step=FAKE_STEP, **kw)
+
+    @property
+    def calls(self) -> list[str]:
+        path = self.root / "calls.txt"
+        return path.read_text().split() if path.is_file() else []
+
+    def fail(self, *run_ids):
+        (self.root / "fail.txt").write_text("\n".join(run_ids))
 
 
 @pytest.fixture
-def fake_study(tmp_path, worlds, monkeypatch):
+def fake_study(tmp_path, worlds):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "worlds").symlink_to(worlds)
-    fake = FakeExecutor()
-    monkeypatch.setattr(runner, "execute", fake)
-    return _config(tmp_path, SMALL), tmp_path, fake
+    return FakeStudy(tmp_path, _config(tmp_path, SMALL))
 
 
-def test_runner_runs_once_then_skips_everything(fake_study):
-    config, root, fake = fake_study
-    first = run_study(config, "p", root=root, progress=False)
-    s = st.load_study(config, "p", root=root)
-    assert first.ok and first.executed == list(s.steps) and fake.calls == list(s.steps)
+def test_engine_runs_once_then_nothing(fake_study):
+    root = fake_study.root
+    first = fake_study.run()
+    s = st.load_study(fake_study.config, "p", root=root)
+    assert first.ok and sorted(first.executed) == sorted(s.steps) and sorted(fake_study.calls) == sorted(s.steps)
     assert set(first.executed) >= {"worlds", "base/m", "convert/wings-full", "page/06_results"}
-    fake.calls.clear()
-    again = run_study(config, "p", root=root, progress=False)
-    assert again.ok and again.executed == [] and fake.calls == [] and again.skipped == list(s.steps)
+    # the order the steps ran in respects what each reads
+    calls = fake_study.calls
+    for run_id, step in s.steps.items():
+        assert all(calls.index(n) < calls.index(run_id) for n in step.needs), run_id
+    assert all(calls.index(e) < calls.index("page/06_results") for e in calls if e.startswith("evaluate/"))
+    again = fake_study.run()
+    assert again.ok and again.executed == [] and fake_study.calls == [] and sorted(again.skipped) == sorted(s.steps)
     # the tables: one row per evaluation and group; McNemar per seed; costs with FLOPs
     results = (root / "results" / "results.csv").read_text()
     assert results.count("\nwings,m,text_only,full,0,image,option,overall,overall,") == 1
@@ -224,49 +202,104 @@ def test_runner_runs_once_then_skips_everything(fake_study):
     runs = pd.read_csv(root / "results" / "runs.csv")
     trained = runs[runs["mode"] == "image_text"].iloc[0]
     assert trained["train_flops"] == 7e9  # the figure the run recorded, never re-estimated
+    assert sorted(p.name for p in (root / "results" / "pages").iterdir()) == [
+        "01_worlds.ipynb", "02_base_model.ipynb", *plan.PAGES]
 
 
-def test_a_changed_input_reruns_only_what_depends_on_it(fake_study):
-    config, root, fake = fake_study
-    run_study(config, "p", root=root, progress=False)
-    s = st.load_study(config, "p", root=root)
+def test_a_changed_input_or_setting_reruns_only_what_depends_on_it(fake_study):
+    root = fake_study.root
+    fake_study.run()
+    s = st.load_study(fake_study.config, "p", root=root)
     # someone replaced a finished training run: it, its evaluation and the pages run again
     run = s.steps["train/wings-m-text_only-full-s1"]
     record = json.loads((run.dir / "run.json").read_text())
     (run.dir / "run.json").write_text(json.dumps({**record, "fingerprint": "other"}))
-    fake.calls.clear()
-    run_study(config, "p", root=root, progress=False)
-    assert [c for c in fake.calls if not c.startswith("page/")] == [
+    assert fake_study.run().ok
+    assert [c for c in fake_study.calls if not c.startswith("page/")] == [
         "train/wings-m-text_only-full-s1", "evaluate/wings-m-text_only-full-s1-image-option"]
-    # a killed study: the step that was running left no step.json; only it runs again (its
-    # own function resumes the work), the rest is skipped
-    (s.steps["evaluate/wings-m-original-image-option"].dir / "step.json").unlink()
-    fake.calls.clear()
-    report = run_study(config, "p", root=root, progress=False)
-    assert fake.calls == ["evaluate/wings-m-original-image-option"] and report.ok
+    # a changed setting (the evaluation's batch size) re-runs the evaluations and the pages only
+    fake_study.config.write_text(SMALL.replace("  p:\n", "  p:\n    evaluate: {batch_size: 3}\n"))
+    assert fake_study.run().ok
+    assert sorted(c for c in fake_study.calls if not c.startswith("page/")) == sorted(
+        k for k in s.steps if k.startswith("evaluate/"))
+    # a deleted result (the step's record is there, the model it made is not) is made again
+    shutil.rmtree(Path(s.model_path("m")))
+    fake_study.config.write_text(SMALL.replace("  p:\n", "  p:\n    evaluate: {batch_size: 3}\n"))
+    assert fake_study.run().ok and "base/m" in fake_study.calls and "worlds" not in fake_study.calls
 
 
-def test_a_failing_step_is_named_and_the_others_go_on(fake_study):
-    config, root, fake = fake_study
-    fake.fail = {"train/wings-m-image_text-s0"}
-    report = run_study(config, "p", root=root, progress=False)
+def test_a_failing_step_is_named_and_the_independent_ones_go_on(fake_study):
+    fake_study.fail("train/wings-m-image_text-s0")
+    report = fake_study.run()
     assert not report.ok and list(report.failed) == ["train/wings-m-image_text-s0"]
     assert "notebooks/04_train.ipynb failed (train/wings-m-image_text-s0)" in report.failed[
         "train/wings-m-image_text-s0"] and "boom" in report.failed["train/wings-m-image_text-s0"]
-    assert list(report.blocked) == ["evaluate/wings-m-image_text-s0-image-option"]
-    assert "evaluate/wings-m-text_only-full-s1-image-option" in report.executed  # the others went on
-    assert "page/06_results" in report.executed  # the pages show what finished
-    fake.fail = set()
-    fake.calls.clear()
-    retry = run_study(config, "p", root=root, progress=False)
-    assert retry.ok and [c for c in fake.calls if not c.startswith("page/")] == [
+    assert report.blocked["evaluate/wings-m-image_text-s0-image-option"] == "needs train/wings-m-image_text-s0"
+    assert "evaluate/wings-m-text_only-full-s1-image-option" in report.executed  # the independent ones went on
+    assert {k for k in report.blocked if k.startswith("page/")} == {f"page/{Path(p).stem}" for p in plan.PAGES}
+    fake_study.fail()
+    retry = fake_study.run()
+    assert retry.ok and [c for c in fake_study.calls if not c.startswith("page/")] == [
         "train/wings-m-image_text-s0", "evaluate/wings-m-image_text-s0-image-option"]
 
 
+def test_a_killed_study_resumes(fake_study):
+    """The whole run is killed (SIGKILL: no clean-up) while a step runs; the next run executes
+    that step and what is left, and nothing that had finished."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    slow = "train/wings-m-text_only-full-s0"
+    (fake_study.root / "sleep.txt").write_text(slow)
+    code = ("import sys; from textonly.study.engine import run_study; "
+            f"run_study({str(fake_study.config)!r}, 'p', root={str(fake_study.root)!r}, step={FAKE_STEP!r}, cores=1)")
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    began = time.monotonic()
+    while (slow not in fake_study.calls) and time.monotonic() - began < 120:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = fake_study.calls
+    (fake_study.root / "sleep.txt").unlink()
+    assert slow in before and "page/06_results" not in before
+    report = fake_study.run()
+    s = st.load_study(fake_study.config, "p", root=fake_study.root)
+    assert report.ok and slow in fake_study.calls
+    assert set(fake_study.calls) == set(s.steps) - (set(before) - {slow})  # each step once in all
+
+
 def test_only_runs_a_subset(fake_study):
-    config, root, fake = fake_study
-    report = run_study(config, "p", root=root, only="worlds", progress=False)
-    assert fake.calls == ["worlds"] and report.ok
+    report = fake_study.run(only="worlds")
+    assert fake_study.calls == ["worlds"] and report.ok and report.executed == ["worlds"]
+    with pytest.raises(TextonlyError, match="no step"):
+        fake_study.run(only="nothing-like-this")
+
+
+def test_the_real_study_full_grid_plans_under_the_slurm_profile(tmp_path):
+    """The engine plans every step of the paper's grid as a SLURM job: a GPU for each training and
+    evaluation, memory and time per stage (a dry run: nothing is submitted)."""
+    import subprocess
+
+    s = st.load_study("studies/real.yaml", "full", root=tmp_path)
+    command = snakemake_command(s, cluster="slurm", dry_run=True)
+    out = subprocess.run(command, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text[text.index("Job stats:"):], flags=re.M))
+    stages = {}
+    for step in s.steps.values():
+        stages[step.stage] = stages.get(step.stage, 0) + 1
+    assert {k: int(v) for k, v in stats.items() if k in stages} == stages
+    assert stages["train"] == 2 * 2 * 2 * 3 and stages["evaluate"] == 2 * 2 * (1 + 2 * 3) * 2
+    jobs = [block for block in re.split(r"\n(?=rule |localrule )", text) if block.startswith("rule ")]
+    for block in jobs:
+        stage = block.split(":")[0].split()[1]
+        resources = re.search(r"resources: (.*)", block).group(1)
+        assert "mem_mb=" in resources and "runtime=" in resources, block
+        assert ("gpu=1" in resources) == (stage in ("train", "evaluate", "base", "convert")), block
 
 
 def test_a_real_failing_notebook_names_its_path_and_error(tmp_path, worlds):
@@ -283,12 +316,13 @@ def test_a_real_failing_notebook_names_its_path_and_error(tmp_path, worlds):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "worlds").symlink_to(worlds)
     config = _config(tmp_path, SMALL.replace("name: fake", f"name: fake\nnotebooks: {notebooks}"))
-    report = run_study(config, "p", root=tmp_path, only="worlds", progress=False)
+    report = run_study(config, "p", root=tmp_path, only="worlds")
     message = report.failed["worlds"]
     assert "notebooks/01_worlds.ipynb failed (worlds, cell [3]): ValueError: no such world" in message
     executed = st.load_study(config, "p", root=tmp_path).steps["worlds"].executed
     assert str(executed) in message and executed.is_file()
-    assert json.loads((executed.parent / "step.json").read_text())["status"] == "failed"
+    assert json.loads((executed.parent / "failed.json").read_text())["error"] == message
+    assert not (executed.parent / "step.json").exists()
 
 
 def test_command_line(tmp_path, worlds):
@@ -304,3 +338,16 @@ def test_command_line(tmp_path, worlds):
     assert f"(smoke): 0 up to date, {steps} to execute" in result.stdout
     bad = subprocess.run([*run, "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "missing.yaml" in bad.stderr
+
+
+def test_a_step_and_a_cluster_profile_by_name_or_a_clear_error(tmp_path):
+    import subprocess
+
+    from textonly.study.engine import cluster_profile
+
+    assert cluster_profile("slurm") == PROJECT_ROOT / "workflow" / "profiles" / "slurm"
+    with pytest.raises(TextonlyError, match="no Snakemake profile 'pbs'.*shipped: default, slurm"):
+        cluster_profile("pbs")
+    step = [sys.executable, "-m", "textonly", "study", "step", "--profile", "smoke", "--root", str(tmp_path)]
+    bad = subprocess.run([*step, "train/nothing"], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: 'train/nothing' is not a step of study 'main'")

@@ -173,13 +173,19 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_study(args: argparse.Namespace) -> int:
     from textonly.study.collect import collect
     from textonly.study.config import load_study
-    from textonly.study.runner import run_study as run
+    from textonly.study.engine import run_study as run
+    from textonly.study.steps import run_step
 
     if args.action == "collect":
         for path in collect(load_study(args.config, args.profile, root=args.root)).values():
             print(path)
         return 0
-    report = run(args.config, args.profile, root=args.root, only=args.only, force=args.force, dry_run=args.dry_run)
+    if args.action == "step":
+        run_step(load_study(args.config, args.profile, root=args.root), args.run_id)
+        return 0
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    report = run(args.config, args.profile, root=args.root, only=args.only, force=args.force, dry_run=args.dry_run,
+                 cores=args.cores, cluster=args.cluster, extra=extra)
     for message in report.failed.values():
         print(f"failed: {message}", file=sys.stderr)
     for run_id, why in report.blocked.items():

@@ -142,16 +142,25 @@ def _compare(parser: argparse.ArgumentParser) -> None:
 
 def _study(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for action, text in (("run", "execute every notebook not up to date, collect the tables, render the pages"),
+    for action, text in (("run", "run every step not up to date (Snakemake), collect the tables, publish the pages"),
+                         ("step", "execute one step's notebook and record it (what a workflow job runs)"),
                          ("collect", "gather the finished evaluations into the results tables")):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("--config", default="studies/main.yaml", help="study config (YAML)")
         sub.add_argument("--profile", default="default", help="smoke | default | full (as the config defines)")
         sub.add_argument("--root", default=None, help="folder the config's paths are relative to (default: project)")
+        if action == "step":
+            sub.add_argument("run_id", help="the step's run id (e.g. train/wings-small-text_only-full-s0)")
         if action == "run":
-            sub.add_argument("--only", default=None, help="run just the steps whose run id contains this text")
+            sub.add_argument("--only", default=None, help="run just the steps whose run id contains this text "
+                                                          "(and what they need)")
             sub.add_argument("--force", action="store_true", help="execute even the steps that are up to date")
             sub.add_argument("--dry-run", action="store_true", help="list what would run; execute nothing")
+            sub.add_argument("--cores", type=_positive, default=None, help="local cores (default: all)")
+            sub.add_argument("--cluster", default=None, metavar="PROFILE",
+                             help="a Snakemake profile: a name under workflow/profiles (slurm) or a folder")
+            sub.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                             help="after --: more Snakemake options (e.g. -- --jobs 50)")
         sub.set_defaults(func=commands.run_study)
 
 

@@ -16,13 +16,12 @@ directory:
 * ``page/<notebook>``: the book's analysis pages, after :func:`textonly.study.collect.collect` has written the
   results tables.
 
-:func:`textonly.study.runner.run_study` executes the steps in that order with a progress bar. A step whose
-fingerprint (its settings, the notebook's code, the package's version and source, and
-the fingerprints of what its inputs are) matches the ``step.json`` it left last time is
-skipped without starting a kernel, so a killed study resumes where it stopped and a
-finished one re-runs in seconds. A failing notebook is reported with its path and error;
-the steps that do not depend on it go on. Finally the tables and the executed pages are
-copied to ``results/``, which the book renders.
+:mod:`textonly.study.engine` runs the steps on Snakemake (``workflow/Snakefile``), each one job: a
+step runs again only when its settings, its notebook's cells, the package's source or a step it
+reads from changed, so a killed study resumes where it stopped and a finished one re-runs in
+seconds. A failing notebook is reported with its path, cell and error; the steps that do not
+depend on it go on. Finally the tables and the executed pages are copied to ``results/``, which
+the book renders.
 """
 
 from __future__ import annotations
