@@ -28,7 +28,8 @@ worlds: venv
 base: worlds
 	$(PY) -m textonly pretrain --size small --worlds $(DATA)/worlds --out $(DATA)/models/base-small-seed0-f1
 
-# every notebook of the study not up to date, executed by papermill; the tables; the pages
+# every step of the study not up to date (Snakemake, every core: workflow/Snakefile), each a notebook
+# executed by papermill; the tables; the pages
 results: venv
 	$(PY) -m textonly study run --config $(STUDY) --profile $(PROFILE)
 
@@ -68,4 +69,4 @@ cost-measure: venv
 	  && rmdir $$tmp
 
 clean:
-	rm -rf _build results $(DATA)/worlds $(DATA)/models $(DATA)/study
+	rm -rf _build results .snakemake $(DATA)/worlds $(DATA)/models $(DATA)/study

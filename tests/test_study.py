@@ -350,4 +350,4 @@ def test_a_step_and_a_cluster_profile_by_name_or_a_clear_error(tmp_path):
         cluster_profile("pbs")
     step = [sys.executable, "-m", "textonly", "study", "step", "--profile", "smoke", "--root", str(tmp_path)]
     bad = subprocess.run([*step, "train/nothing"], capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.startswith("error: 'train/nothing' is not a step of study 'main'")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: 'train/nothing' is not a step of study 'main'")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textonly.core.fileio import dumps_json, read_jsonl
+from textonly.core.fileio import read_jsonl
 from textonly.organism.worlds.text import QUALITIES
 from textonly.study.config import Study
 from textonly.core.prompts import MODES
@@ -254,23 +254,12 @@ def _pooled(cells: list) -> list[dict]:
     return rows
 
 
-def collect(study: Study, key: str = "") -> dict[str, Path]:
+def collect(study: Study) -> dict[str, Path]:
     """Gather every finished evaluation of the profile into the tidy tables (see
-    :func:`tables`), written to the study folder only when they change.
-    ``key`` (a hash of the evaluations' outputs and the package) lets an unchanged
-    collection be skipped."""
+    :func:`tables`), written to the study folder only when they change."""
     paths = {name: study.dir / name for name in TABLES}
-    marker = study.dir / "tables.json"
-    if key and all(p.is_file() for p in paths.values()):
-        try:
-            if json.loads(marker.read_text())["fingerprint"] == key:
-                return paths
-        except (OSError, ValueError, KeyError):
-            pass
     for name, frame in tables(study).items():
         write_if_changed(paths[name], frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-    if key:
-        write_if_changed(marker, dumps_json({"fingerprint": key}))
     return paths
 
 
@@ -284,7 +273,8 @@ def tables_fingerprint(study: Study) -> str:
 
 def publish(study: Study) -> Path:
     """Copy the tables and the executed pages (the worlds, the first base model, the analysis
-    pages) into the results folder the book reads; unchanged files are left untouched."""
+    pages) into the results folder the book reads; unchanged files are left untouched (the
+    workflow's ``publish`` job then writes ``study.json`` there, what the folder shows)."""
     out = study.results_dir
     pages = out / "pages"
     pages.mkdir(parents=True, exist_ok=True)
@@ -298,6 +288,4 @@ def publish(study: Study) -> Path:
     for step in shown:
         if step.executed.is_file() and recorded(study, step) is not None:
             write_if_changed(pages / step.notebook, step.executed.read_bytes())
-    write_if_changed(out / "study.json", dumps_json({"name": study.name, "profile": study.profile,
-                                                     "config": str(study.config_path), "runs": str(study.dir)}))
     return out

@@ -235,14 +235,14 @@ def run_study(config: str | os.PathLike, profile: str = "default", *, root: str 
 
 
 def _read_plan(output: str, flow: Workflow, wanted: list[str], report: Report) -> None:
-    """A dry run's jobs (their ``output:`` lines), as run ids; its job counts go to the terminal."""
+    """A dry run's jobs (their ``output:`` lines), as run ids; its job counts and reasons go to the terminal."""
     files = {flow.step_file(k): k for k in wanted}
     planned = {files[f] for line in output.splitlines() if line.strip().startswith("output:")
                for f in re.split(r",\s*", line.split("output:", 1)[1].strip()) if f in files}
     report.executed = [k for k in wanted if k in planned]
     report.skipped = [k for k in wanted if k not in planned]
-    stats = output[output.find("Job stats:"):] if "Job stats:" in output else ""
-    print(stats.split("\n\n")[0], file=sys.stderr)
+    if "Job stats:" in output:  # the jobs per stage, and why they would run
+        print(output[output.find("Job stats:"):].rstrip(), file=sys.stderr)
 
 
 def _read_outcomes(study: Study, wanted: list[str], start: float, report: Report) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from textonly import __version__
@@ -36,12 +37,17 @@ def _notebook_key(path: str, mtime_ns: int) -> str:
     return build_key({"cells": [[c["cell_type"], "".join(c["source"])] for c in cells]})
 
 
-def _kernel_manager(log_path: Path):
+def _kernel_manager(log_path: Path, sockets: str):
     """A kernel manager whose kernel writes its own stderr (not the notebook's) to a log file,
-    runs in this Python, and leaves the matplotlib backend to the kernel (inline figures)."""
+    runs in this Python, talks over Unix sockets at ``sockets`` (TCP ports picked by kernels
+    started side by side can collide), and leaves the matplotlib backend to the kernel."""
     from jupyter_client.manager import AsyncKernelManager
 
     class Manager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport, self.ip = "ipc", sockets
+
         def format_kernel_cmd(self, extra_arguments=None):
             # the kernel named python3 runs in this interpreter (the project's .venv), even
             # where a user-level python3 kernelspec points at another Python
@@ -65,9 +71,12 @@ def execute(study, step: Step) -> None:
     step.dir.mkdir(parents=True, exist_ok=True)
     parameters = {"config": str(study.config_path), "profile": study.profile, "root": str(study.root),
                   "run_id": step.run_id, **step.parameters}
-    papermill.execute_notebook(
-        str(study.notebooks / step.notebook), str(step.executed), parameters=parameters, kernel_name="python3",
-        progress_bar=False, cwd=str(step.dir), kernel_manager_class=_kernel_manager(step.dir / "kernel.log"))
+    # a short folder of its own for the kernel's sockets (a Unix socket's path is at most 107 bytes)
+    with tempfile.TemporaryDirectory(prefix="textonly-kernel-") as sockets:
+        papermill.execute_notebook(
+            str(study.notebooks / step.notebook), str(step.executed), parameters=parameters, kernel_name="python3",
+            progress_bar=False, cwd=str(step.dir),
+            kernel_manager_class=_kernel_manager(step.dir / "kernel.log", os.path.join(sockets, "kernel")))
 
 
 def failure_message(step: Step, exc: BaseException) -> str:
